@@ -1,0 +1,5 @@
+import sys
+
+from qsmkit.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""File input and output. The only package of qsmkit that touches files."""

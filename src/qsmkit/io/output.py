@@ -1,0 +1,60 @@
+"""Atomic, non-clobbering output folders.
+
+Files are written into a hidden staging folder beside the destination and moved into place
+only when the whole command has succeeded, so a failed or killed run leaves nothing that
+looks complete. Existing outputs are replaced only with ``force=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from qsmkit.errors import InputError
+
+
+def check_not_overwriting(outdir: Path, names: Iterable[str], force: bool) -> None:
+    """Raise :class:`InputError` if any of ``names`` already exists in ``outdir``."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"output path {outdir} exists and is not a folder")
+    if force:
+        return
+    existing = sorted(n for n in names if (outdir / n).exists())
+    if existing:
+        raise InputError(
+            f"{outdir} already holds {', '.join(existing)}; choose another folder or pass --force"
+        )
+
+
+@contextlib.contextmanager
+def staged_output(outdir, *, force: bool = False, protect: Iterable[Path] = ()):
+    """Yield a staging folder; on success move its files into ``outdir``.
+
+    ``protect`` lists input paths that must never be overwritten, even with ``force``.
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"output path {outdir} exists and is not a folder")
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.partial-", dir=outdir.parent))
+    try:
+        yield stage
+        produced = [p for p in stage.rglob("*") if p.is_file()]
+        rel_names = [str(p.relative_to(stage)) for p in produced]
+        check_not_overwriting(outdir, rel_names, force)
+        protected = {Path(p).resolve() for p in protect}
+        for name in rel_names:
+            if (outdir / name).resolve() in protected:
+                raise InputError(f"refusing to overwrite input file {outdir / name}")
+        outdir.mkdir(parents=True, exist_ok=True)
+        for src, name in zip(produced, rel_names, strict=True):
+            dest = outdir / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
