@@ -44,7 +44,10 @@ def staged_output(outdir, *, force: bool = False, protect: Iterable[Path] = ()):
     stage = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.partial-", dir=outdir.parent))
     try:
         yield stage
-        produced = [p for p in stage.rglob("*") if p.is_file()]
+        # Provenance last: a folder whose qsmkit.json exists is complete, even if the move
+        # itself is interrupted.
+        produced = sorted((p for p in stage.rglob("*") if p.is_file()),
+                          key=lambda p: (p.name == "qsmkit.json", str(p)))
         rel_names = [str(p.relative_to(stage)) for p in produced]
         check_not_overwriting(outdir, rel_names, force)
         protected = {Path(p).resolve() for p in protect}

@@ -1,0 +1,109 @@
+"""Load -> reconstruct -> save, shared by ``qsmkit run``, ``qsmkit demo`` and cohorts.
+
+Everything here writes into a staging folder given by the caller (see
+:func:`qsmkit.io.output.staged_output`), so outputs appear only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from qsmkit.acquisition import Acquisition
+from qsmkit.io.nifti import save_nifti
+from qsmkit.io.provenance import write_provenance
+from qsmkit.pipeline import QSMConfig, QSMResult, run_qsm
+
+log = logging.getLogger(__name__)
+
+RUN_OUTPUTS = (
+    "chi.nii.gz", "field_hz.nii.gz", "local_field_hz.nii.gz", "mask.nii.gz",
+    "brain_mask.nii.gz", "r2star.nii.gz", "magnitude.nii.gz", "qsmkit.json", "report.html",
+)
+
+
+def save_result(result: QSMResult, affine, folder: Path) -> dict[str, str]:
+    """Write every map of ``result`` as NIfTI on the acquisition grid; returns name -> file."""
+    maps = {
+        "chi.nii.gz": (result.chi_ppm, "susceptibility", "ppm"),
+        "field_hz.nii.gz": (result.field_hz, "total field", "Hz"),
+        "local_field_hz.nii.gz": (result.local_field_hz, "local field", "Hz"),
+        "mask.nii.gz": (result.local_mask, "mask where chi is valid", ""),
+        "brain_mask.nii.gz": (result.mask, "brain mask", ""),
+        "r2star.nii.gz": (result.r2star_per_s, "R2*", "1/s"),
+        "magnitude.nii.gz": (result.magnitude, "RSS magnitude", "a.u."),
+    }
+    if result.fit_residual is not None:
+        maps["fit_residual.nii.gz"] = (result.fit_residual, "echo-fit residual", "relative")
+    for name, (data, description, unit) in maps.items():
+        save_nifti(folder / name, data, affine, description=description, unit=unit)
+    return {name: name for name in maps}
+
+
+def save_figures(result: QSMResult, affine, folder: Path, *, truth_chi=None) -> list[str]:
+    """Orthogonal-slice PNGs of the main maps (and of the error when the truth is known)."""
+    from qsmkit.report.figures import orthogonal_slices
+
+    mask, local = result.mask, result.local_mask
+    figures = [
+        ("magnitude.png", result.magnitude, "Magnitude (RSS of echoes)", "a.u.", False, mask),
+        ("field.png", np.where(mask, result.field_hz, 0), "Total field", "Hz", True, mask),
+        ("local_field.png", result.local_field_hz, "Local field", "Hz", True, local),
+        ("chi.png", result.chi_ppm, "Susceptibility χ", "ppm", True, local),
+        ("r2star.png", result.r2star_per_s, "R2*", "1/s", False, mask),
+    ]
+    if truth_chi is not None:
+        error = np.where(local, result.chi_ppm - truth_chi, 0)
+        figures.append(("chi_error.png", error, "χ error (reconstruction − truth)", "ppm", True,
+                        local))
+    written = []
+    for name, data, title, unit, signed, region in figures:
+        outline = mask if name == "magnitude.png" else None
+        orthogonal_slices(data, affine, folder / name, title=title, unit=unit, signed=signed,
+                          mask=region, outline=outline)
+        written.append(name)
+    return written
+
+
+def reconstruct_and_save(
+    acq: Acquisition,
+    config: QSMConfig,
+    folder: Path,
+    *,
+    mask=None,
+    inputs=(),
+    command: str = "qsmkit run",
+    dicom_out: bool = False,
+    report: bool = True,
+    extra: dict | None = None,
+) -> QSMResult:
+    """Run the pipeline and write maps, figures, provenance (and report, DICOM) to ``folder``."""
+    result = run_qsm(acq, config, mask=mask)
+    save_result(result, acq.affine, folder)
+    figures = save_figures(result, acq.affine, folder)
+    if dicom_out:
+        from qsmkit.io.dicom_export import export_dicom_series
+
+        export_dicom_series(result.chi_ppm, acq.affine, folder / "dicom" / "chi",
+                            series_description="QSM chi (ppm)", unit="ppm", kind="chi")
+        export_dicom_series(result.r2star_per_s, acq.affine, folder / "dicom" / "r2star",
+                            series_description="R2* (1/s)", unit="1/s", kind="r2star")
+    record = {
+        "b0_tesla": float(acq.b0_tesla),
+        "echo_times_s": acq.echo_times_s.tolist(),
+        "manufacturer": acq.manufacturer,
+        "series_description": acq.series_description,
+        "timings_s": result.timings_s,
+        "info": result.info,
+        "figures": figures,
+        "outputs": sorted(p.name for p in folder.iterdir() if p.is_file()),
+    }
+    record.update(extra or {})
+    write_provenance(folder, command=command, config=result.config, inputs=inputs, extra=record)
+    if report:
+        from qsmkit.report.html import write_report
+
+        write_report(folder)
+    return result
