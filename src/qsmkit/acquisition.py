@@ -1,4 +1,9 @@
-"""The in-memory form of a multi-echo GRE scan, as every reader returns it."""
+"""The in-memory form of a multi-echo GRE scan, as every reader returns it.
+
+Besides :class:`Acquisition` this module holds the checks every reader shares: phase units
+(:func:`phase_to_radians` recognises radians and the integer encodings scanners write) and
+the validation of arrays, echo times, field strength and geometry.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,12 @@ import numpy as np
 
 from qsmkit.errors import InputError
 from qsmkit.geometry import b0_dir_from_affine, voxel_size_from_affine
+from qsmkit.units import wrap_phase
+
+B0_RANGE_TESLA = (0.05, 21.2)
+"""Field strengths accepted (T): from low-field systems to the strongest human magnets."""
+
+_PHASE_TOLERANCE = 1e-3
 
 
 @dataclasses.dataclass
@@ -21,6 +32,16 @@ class Acquisition:
     echo_times_s : (E,) float array, seconds, strictly increasing
     b0_tesla : float
     affine : (4, 4) array, voxel indices -> world (RAS, mm)
+    manufacturer, series_description : str
+        From the scanner headers when known.
+    notes : list of str
+        What the reader did that a user should know (units rescaled, sign flipped, ...).
+    metadata : dict
+        Scanner parameters in BIDS/dcm2niix sidecar names (``SeriesNumber``,
+        ``ImagingFrequency``, ``PhaseEncodingDirection``, ...); empty when unknown.
+    dicom_reference : dict
+        Patient and study attributes (DICOM keywords) of the source series, used to file
+        derived DICOM series (chi, R2*) in the same study; empty for non-DICOM inputs.
     """
 
     magnitude: np.ndarray
@@ -31,17 +52,40 @@ class Acquisition:
     manufacturer: str = ""
     series_description: str = ""
     notes: list[str] = dataclasses.field(default_factory=list)
+    metadata: dict = dataclasses.field(default_factory=dict)
+    dicom_reference: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        self.magnitude = np.asarray(self.magnitude, dtype=np.float32)
-        self.phase = np.asarray(self.phase, dtype=np.float32)
+        self.magnitude = _as_float_array(self.magnitude, "magnitude")
+        self.phase = _as_float_array(self.phase, "phase")
         if self.magnitude.ndim == 3:
             self.magnitude = self.magnitude[..., None]
         if self.phase.ndim == 3:
             self.phase = self.phase[..., None]
-        self.echo_times_s = np.atleast_1d(np.asarray(self.echo_times_s, dtype=float))
-        self.affine = np.asarray(self.affine, dtype=float)
+        try:
+            self.echo_times_s = np.atleast_1d(np.asarray(self.echo_times_s, dtype=float))
+        except (TypeError, ValueError):
+            raise InputError(
+                f"echo times must be numbers in seconds, got {self.echo_times_s!r}"
+            ) from None
+        try:
+            self.affine = np.asarray(self.affine, dtype=float)
+        except (TypeError, ValueError):
+            raise InputError("the affine must be a 4x4 array of numbers") from None
+        try:
+            self.b0_tesla = float(self.b0_tesla)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"field strength must be a number in tesla, got {self.b0_tesla!r}; give --b0"
+            ) from None
+        self.notes = list(self.notes)
+        self.phase = _half_open(self.phase)
         self.validate()
+        if self.n_echoes == 1 and not any("single echo" in n for n in self.notes):
+            self.notes.append(
+                "single echo: the field map is phase/(2*pi*TE) with no multi-echo fit, and "
+                "R2* cannot be computed"
+            )
 
     @property
     def voxel_size(self) -> tuple[float, float, float]:
@@ -62,40 +106,193 @@ class Acquisition:
     def validate(self) -> None:
         """Raise :class:`InputError` for data no QSM stage can use."""
         mag, phase, tes = self.magnitude, self.phase, self.echo_times_s
+        if mag.size == 0 or phase.size == 0:
+            raise InputError(
+                f"the magnitude ({mag.shape}) or phase ({phase.shape}) volume is empty; "
+                "check that the input files hold image data"
+            )
         if mag.ndim != 4 or min(mag.shape[:3]) < 2:
             raise InputError(
-                f"magnitude must be a 3D volume per echo (X, Y, Z[, echo]); got shape {mag.shape}"
+                f"magnitude must be a 3D volume per echo (X, Y, Z[, echo]) with at least 2 "
+                f"voxels along each axis; got shape {mag.shape}"
             )
         if phase.shape != mag.shape:
             raise InputError(
                 f"magnitude shape {mag.shape} and phase shape {phase.shape} differ; "
                 "give matching magnitude and phase series"
             )
-        if tes.size != mag.shape[3]:
+        check_echo_times(tes, mag.shape[3])
+        validate_affine(self.affine)
+        if not (B0_RANGE_TESLA[0] <= self.b0_tesla <= B0_RANGE_TESLA[1]):
             raise InputError(
-                f"{tes.size} echo time(s) given for {mag.shape[3]} echoes; give one echo time "
-                "per echo (in seconds)"
+                f"field strength {self.b0_tesla} T is outside {B0_RANGE_TESLA[0]}-"
+                f"{B0_RANGE_TESLA[1]} T; give the field strength in tesla (e.g. --b0 3)"
             )
-        if not np.all(np.isfinite(tes)) or np.any(tes <= 0):
-            raise InputError(f"echo times must be positive seconds, got {tes.tolist()}")
-        if np.any(tes > 1.0):
-            raise InputError(
-                f"echo times {tes.tolist()} look like milliseconds; give them in seconds "
-                f"(e.g. {', '.join(f'{t / 1000:g}' for t in tes)})"
-            )
-        if np.any(np.diff(tes) <= 0):
-            raise InputError(
-                f"echo times must be strictly increasing without duplicates, got {tes.tolist()}"
-            )
-        if not (0.05 <= float(self.b0_tesla) <= 21.2):
-            raise InputError(f"field strength {self.b0_tesla} T is outside 0.05-21.1 T")
         for name, data in (("magnitude", mag), ("phase", phase)):
-            if not np.all(np.isfinite(data)):
-                raise InputError(f"{name} contains NaN or Inf values")
+            bad = ~np.isfinite(data)
+            if bad.any():
+                raise InputError(
+                    f"{name} contains {int(bad.sum())} NaN or Inf values; replace them "
+                    "(e.g. by 0) before QSM"
+                )
         if not np.any(mag > 0):
-            raise InputError("magnitude is empty (all zero)")
-        if np.nanmax(np.abs(phase)) > np.pi + 1e-3:
+            raise InputError("magnitude is empty (all zero); check the magnitude input")
+        if float(np.abs(phase).max()) > np.pi + _PHASE_TOLERANCE:
             raise InputError(
                 f"phase spans {float(phase.min()):.4g}..{float(phase.max()):.4g}, not radians in "
                 "[-pi, pi); rescale it or let the reader detect the vendor units"
             )
+
+
+def _half_open(phase: np.ndarray) -> np.ndarray:
+    """Map float32 values in [pi, pi + tolerance] to their -pi equivalent: [-pi, pi).
+
+    float32(pi) is slightly above pi, so wrapping in float64 and casting can land on it.
+    """
+    if phase.size == 0 or phase.dtype != np.float32:
+        return phase
+    top = (phase >= np.float32(np.pi)) & (phase <= np.float32(np.pi + _PHASE_TOLERANCE))
+    if not top.any():
+        return phase
+    return np.where(top, phase - np.float32(2 * np.pi), phase).astype(np.float32)
+
+
+def _as_float_array(data, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(data, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a numeric array") from None
+    return array
+
+
+def check_echo_times(echo_times_s, n_echoes: int | None = None) -> np.ndarray:
+    """Validate echo times (seconds): finite, positive, not ms, strictly increasing.
+
+    Returns them as a float array; raises :class:`InputError` saying how to fix them.
+    """
+    tes = np.atleast_1d(np.asarray(echo_times_s, dtype=float))
+    if tes.ndim != 1 or tes.size == 0:
+        raise InputError("echo times are missing; give one echo time per echo (in seconds)")
+    if n_echoes is not None and tes.size != n_echoes:
+        raise InputError(
+            f"{tes.size} echo time(s) given for {n_echoes} echoes; give one echo time "
+            "per echo (in seconds)"
+        )
+    if not np.all(np.isfinite(tes)) or np.any(tes <= 0):
+        raise InputError(f"echo times must be positive seconds, got {tes.tolist()}")
+    if np.any(tes > 1.0):
+        raise InputError(
+            f"echo times {tes.tolist()} look like milliseconds; give them in seconds "
+            f"(e.g. {', '.join(f'{t / 1000:g}' for t in tes)})"
+        )
+    diffs = np.diff(tes)
+    if np.any(diffs == 0):
+        raise InputError(
+            f"echo times {tes.tolist()} contain duplicates; each echo needs its own echo time"
+        )
+    if np.any(diffs < 0):
+        raise InputError(
+            f"echo times {tes.tolist()} are not in increasing order; order the echoes (and "
+            "their images) by echo time"
+        )
+    return tes
+
+
+def validate_affine(affine) -> np.ndarray:
+    """Check a 4x4 voxel-to-world affine: finite, invertible, last row (0, 0, 0, 1)."""
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4):
+        raise InputError(f"an affine must be 4x4, got shape {affine.shape}")
+    if not np.all(np.isfinite(affine)):
+        raise InputError("the affine contains NaN or Inf; fix the image orientation header")
+    if not np.allclose(affine[3], [0, 0, 0, 1]):
+        raise InputError(f"the affine's last row must be 0 0 0 1, got {affine[3].tolist()}")
+    voxel_size_from_affine(affine)
+    linear = affine[:3, :3] / np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if abs(np.linalg.det(linear)) < 1e-3:
+        raise InputError(
+            "the affine is singular (its axes are parallel); fix the image orientation header"
+        )
+    return affine
+
+
+# Integer phase encodings written by scanners and converters, as (name, low, high): signed
+# ones are tried for data with negative values, unsigned ones otherwise. A value v in
+# [low, high] maps linearly to radians with low -> -pi and high + 1 step -> +pi.
+_INTEGER_PHASE_ENCODINGS = (
+    ("signed 12-bit (Siemens, -4096..4095)", -4096.0, 4095.0),
+    ("signed 16-bit (-32768..32767)", -32768.0, 32767.0),
+    ("unsigned 12-bit (Philips/Siemens raw, 0..4095)", 0.0, 4095.0),
+    ("unsigned 16-bit (0..65535)", 0.0, 65535.0),
+)
+
+
+def phase_to_radians(values, *, what: str = "phase") -> tuple[np.ndarray, str]:
+    """Convert phase in radians or in a vendor integer encoding to radians in [-pi, pi).
+
+    Recognised from the value range (all echoes together):
+
+    - radians in [-pi, pi] (returned wrapped) or [0, 2*pi];
+    - milliradians, integers spanning most of -3142..3142 (GE, Philips "mrad");
+    - integer encodings: signed 12-bit -4096..4095 (Siemens after RescaleSlope 2 and
+      RescaleIntercept -4096), unsigned 12-bit 0..4095 (Philips/Siemens stored values),
+      signed and unsigned 16-bit. The range's low end maps to -pi and one step past its
+      high end to +pi.
+
+    Parameters
+    ----------
+    values : array
+        Phase values, any shape.
+    what : str
+        Name used in messages.
+
+    Returns
+    -------
+    (radians, note) : (float32 array, str)
+        ``note`` says what was recognised ("" when the input was already radians).
+
+    Raises
+    ------
+    InputError
+        When the values are not finite or fit none of the known ranges.
+    """
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        raise InputError(f"{what} is empty")
+    finite = np.isfinite(data)
+    if not finite.all():
+        raise InputError(
+            f"{what} contains {int((~finite).sum())} NaN or Inf values; replace them before QSM"
+        )
+    lo, hi = float(data.min()), float(data.max())
+    eps = _PHASE_TOLERANCE
+    if lo >= -np.pi - eps and hi <= np.pi + eps:
+        return wrap_phase(data).astype(np.float32), ""
+    if lo >= -eps and hi <= 2 * np.pi + eps:
+        return (
+            wrap_phase(data).astype(np.float32),
+            f"{what} given in radians 0..2*pi; wrapped to [-pi, pi)",
+        )
+    integral = bool(np.all(np.abs(data - np.round(data)) < 1e-3))
+    if not integral:
+        raise InputError(
+            f"{what} spans {lo:.4g}..{hi:.4g} with non-integer values: neither radians nor a "
+            "known integer encoding; convert it to radians"
+        )
+    if lo >= -3142.6 and hi <= 3142.6 and hi - lo > 0.9 * 6284:
+        return (
+            wrap_phase(data / 1000.0).astype(np.float32),
+            f"{what} in milliradians (values {lo:.0f}..{hi:.0f}) divided by 1000",
+        )
+    for name, low, high in _INTEGER_PHASE_ENCODINGS:
+        if (low < 0) == (lo < 0) and lo >= low and hi <= high:
+            step = 2.0 * np.pi / (high - low + 1.0)
+            radians = wrap_phase((data - low) * step - np.pi)
+            return (
+                radians.astype(np.float32),
+                f"{what} in {name} integer units (values {lo:.0f}..{hi:.0f}) rescaled to radians",
+            )
+    raise InputError(
+        f"{what} spans {lo:.6g}..{hi:.6g}, outside every known phase range (radians, "
+        "milliradians, 12- or 16-bit integers); convert it to radians in [-pi, pi)"
+    )
