@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import signal
 import threading
 import time
 
@@ -124,11 +126,14 @@ def test_cohort_survives_a_killed_worker(dataset, tmp_path):
         deadline = time.time() + 120
         killed = False
         while time.time() < deadline and not killed:
-            busy = [w for w, tasks in client.processing().items() if tasks]
-            if busy:
-                # Kill the worker process (its nanny restarts it); the scheduler reschedules.
-                client.run(lambda: __import__("os")._exit(1), workers=[busy[0]], wait=False)
-                killed = True
+            busy = {w for w, tasks in client.processing().items() if tasks}
+            for nanny in cluster.workers.values():
+                if nanny.worker_address in busy and nanny.process is not None:
+                    # SIGKILL the worker mid-task; its nanny restarts it and the scheduler
+                    # reschedules the lost task.
+                    os.kill(nanny.process.pid, signal.SIGKILL)
+                    killed = True
+                    break
             time.sleep(0.05)
         thread.join(timeout=600)
     assert killed

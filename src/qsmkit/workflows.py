@@ -64,6 +64,9 @@ def save_figures(result: QSMResult, affine, folder: Path, *, truth_chi=None) -> 
         orthogonal_slices(data, affine, folder / name, title=title, unit=unit, signed=signed,
                           mask=region, outline=outline)
         written.append(name)
+    from qsmkit.report.qc import qc_figures
+
+    written += qc_figures(result, affine, folder)
     return written
 
 
@@ -86,10 +89,14 @@ def reconstruct_and_save(
     if dicom_out:
         from qsmkit.io.dicom_export import export_dicom_series
 
+        # File the series under the scan's patient, study and frame of reference.
+        source = getattr(acq, "dicom_reference", None) or None
         export_dicom_series(result.chi_ppm, acq.affine, folder / "dicom" / "chi",
-                            series_description="QSM chi (ppm)", unit="ppm", kind="chi")
+                            source_datasets=source, series_description="QSM chi (ppm)",
+                            unit="ppm", kind="chi")
         export_dicom_series(result.r2star_per_s, acq.affine, folder / "dicom" / "r2star",
-                            series_description="R2* (1/s)", unit="1/s", kind="r2star")
+                            source_datasets=source, series_description="R2* (1/s)",
+                            unit="1/s", kind="r2star")
     record = {
         "b0_tesla": float(acq.b0_tesla),
         "echo_times_s": acq.echo_times_s.tolist(),

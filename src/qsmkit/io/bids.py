@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qsmkit.acquisition import Acquisition
+from qsmkit.acquisition import Acquisition, phase_to_radians
 from qsmkit.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -435,49 +435,15 @@ def _echo_times_of(meta: dict, image: Path, n_volumes: int) -> list[float]:
 
 
 def scale_phase_to_radians(phase: np.ndarray, units: str | None = None) -> tuple[np.ndarray, str]:
-    """Phase in radians wrapped into [-pi, pi), and a note saying how it was interpreted.
+    """Phase in radians in [-pi, pi), and a note saying how it was interpreted.
 
-    Radians are recognised by their range (within [-pi, pi] or [0, 2 pi]); milliradians by a
-    range of +-3142; other integer data are taken as vendor units spanning a power of two
-    (Siemens -4096..4095 -> pi/4096 per unit, unsigned 0..4095 -> 2 pi/4096 per unit, offset
-    by -pi). The range decides, not ``units`` (a sidecar ``Units``): when the two disagree
-    the note says so.
+    The value range decides (see :func:`qsmkit.acquisition.phase_to_radians`), not ``units``
+    (a sidecar ``Units``): when the two disagree the note says so.
     """
-    phase = np.asarray(phase, dtype=np.float64)
-    finite = phase[np.isfinite(phase)]
-    if finite.size == 0:
-        raise InputError("the phase images hold no finite values")
-    lo, hi = float(finite.min()), float(finite.max())
-    note = ""
-    if lo >= -np.pi - 1e-3 and hi <= 2 * np.pi + 1e-3:
-        radians = phase
-    else:
-        span = hi - lo
-        integral = np.allclose(finite[:100000], np.round(finite[:100000]), atol=1e-3)
-        if not integral:
-            raise InputError(
-                f"phase spans {lo:.4g}..{hi:.4g}: neither radians nor integer vendor units; "
-                "rescale it to radians"
-            )
-        if 3000.0 <= max(abs(lo), abs(hi)) <= 3142.0 and lo < 0:
-            radians = phase / 1000.0
-            note = f"phase rescaled from milliradians ({lo:g}..{hi:g}) to radians"
-        else:
-            full = 2.0 ** np.ceil(np.log2(span + 1.0))
-            if lo < 0:
-                radians = phase * (2.0 * np.pi / full)
-            else:
-                radians = phase * (2.0 * np.pi / full) - np.pi
-            note = (
-                f"phase rescaled from integer units ({lo:g}..{hi:g}, full scale "
-                f"{full:g}) to radians"
-            )
-        if (units or "").lower().startswith("rad"):
-            note += f" although its sidecar says Units '{units}'"
-    wrapped = np.mod(radians + np.pi, 2.0 * np.pi) - np.pi
-    limit = float(np.nextafter(np.float32(np.pi), np.float32(0)))
-    wrapped = np.where(wrapped > limit, wrapped - 2.0 * np.pi, wrapped)
-    return np.maximum(wrapped, -limit).astype(np.float32), note
+    radians, note = phase_to_radians(phase)
+    if note and (units or "").lower().startswith("rad"):
+        note += f" although its sidecar says Units '{units}'"
+    return radians, note
 
 
 def _load_echo_stack(files: list[Path]) -> tuple[np.ndarray, np.ndarray, list[int]]:
