@@ -26,6 +26,11 @@ import scipy.fft
 from qsmkit.errors import InputError
 
 
+# Relative slack on sphere radii: voxel sizes read from affines carry rounding (5.0000001 mm),
+# which must not drop the face neighbours of a sphere whose radius equals the voxel size.
+_SLACK = 1.0 + 1e-6
+
+
 def _check_geometry(shape, voxel_size, b0_dir=None):
     if len(shape) != 3 or any(int(n) < 1 for n in shape):
         raise InputError(f"kernels need a 3D shape, got {tuple(shape)}")
@@ -178,7 +183,7 @@ def smv_kernel(
     if not radius_mm > 0:
         raise InputError(f"SMV radius must be positive, got {radius_mm} mm")
     x, y, z = _wrapped_positions(shape, vs)
-    sphere = ((x**2 + y**2 + z**2) <= radius_mm**2).astype(np.float64)
+    sphere = ((x**2 + y**2 + z**2) <= radius_mm**2 * _SLACK).astype(np.float64)
     sphere /= sphere.sum()
     return _to_kspace(sphere, half).astype(dtype)
 
@@ -204,11 +209,11 @@ def sphere_mask(shape: Sequence[int], voxel_size: Sequence[float], radius_mm: fl
     vs = np.asarray(voxel_size, dtype=float)
     axes = [(np.arange(int(n)) - (int(n) - 1) / 2) * d for n, d in zip(shape, vs, strict=True)]
     x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
-    return (x**2 + y**2 + z**2) <= radius_mm**2
+    return (x**2 + y**2 + z**2) <= radius_mm**2 * _SLACK
 
 
 def ball(voxel_size: Sequence[float], radius_mm: float) -> np.ndarray:
     """Smallest boolean ball of ``radius_mm`` on an anisotropic grid (structuring element)."""
     vs = np.asarray(voxel_size, dtype=float)
-    half_widths = np.floor(radius_mm / vs).astype(int)
+    half_widths = np.floor(radius_mm / vs * _SLACK).astype(int)
     return sphere_mask(tuple(2 * half_widths + 1), vs, radius_mm)

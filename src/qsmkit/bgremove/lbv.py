@@ -12,6 +12,7 @@ import scipy.sparse.linalg
 
 from qsmkit.bgremove.result import BackgroundResult, check_inputs, check_positive, finish
 from qsmkit.errors import InputError
+from qsmkit.solvers import cg
 
 _SIX = scipy.ndimage.generate_binary_structure(3, 1)
 _JACOBI_WEIGHT = 0.8  # damped Jacobi; < 1 keeps the V-cycle a positive definite preconditioner
@@ -115,9 +116,9 @@ def lbv(
 
     rhs = _neg_laplacian(f, inv_h2) * inner
     hierarchy = _Level(inner, inv_h2)
-    local, iterations, residual = _pcg(
-        hierarchy.apply, rhs, hierarchy.vcycle, tol=tol, max_iter=max_iter
-    )
+    local, iterations = cg(hierarchy.apply, rhs, tol=tol, max_iter=max_iter,
+                           precondition=hierarchy.vcycle)
+    residual = float(np.linalg.norm(rhs - hierarchy.apply(local)) / max(np.linalg.norm(rhs), 1e-30))
 
     local_full = np.zeros(m.shape)
     local_full[box] = local
@@ -245,27 +246,3 @@ class _Level:
         return x
 
 
-def _pcg(apply_a, b, precond, *, tol, max_iter):
-    """Preconditioned conjugate gradients; returns ``(x, iterations, relative residual)``."""
-    x = np.zeros_like(b)
-    b_norm = float(np.linalg.norm(b))
-    if b_norm == 0:
-        return x, 0, 0.0
-    r = b.copy()
-    z = precond(r)
-    p = z.copy()
-    rz = float(np.vdot(r, z))
-    residual = 1.0
-    for it in range(1, max_iter + 1):
-        ap = apply_a(p)
-        alpha = rz / float(np.vdot(p, ap))
-        x += alpha * p
-        r -= alpha * ap
-        residual = float(np.linalg.norm(r)) / b_norm
-        if residual <= tol:
-            return x, it, residual
-        z = precond(r)
-        rz_new = float(np.vdot(r, z))
-        p = z + (rz_new / rz) * p
-        rz = rz_new
-    return x, max_iter, residual

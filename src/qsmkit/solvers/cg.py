@@ -22,12 +22,17 @@ def cg(
     *,
     tol: float = 1e-3,
     max_iter: int = 100,
+    precondition: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Solve ``apply_a(x) = b``; stop when ``|r| <= tol |b|``. Returns (x, iterations)."""
+    """Solve ``apply_a(x) = b``; stop when ``|r| <= tol |b|``. Returns (x, iterations).
+
+    ``precondition`` applies an SPD approximation of ``A^-1`` (preconditioned CG).
+    """
     x = np.zeros_like(b) if x0 is None else np.array(x0, dtype=b.dtype, copy=True)
     r = b - apply_a(x) if x0 is not None else b.copy()
-    p = r.copy()
-    rr = _dot(r, r)
+    z = precondition(r) if precondition else r
+    p = z.copy()
+    rz = _dot(r, z)
     b_norm = np.sqrt(_dot(b, b))
     if b_norm == 0:
         return x, 0
@@ -36,13 +41,14 @@ def cg(
         pap = _dot(p, ap)
         if pap <= 0:
             return x, it - 1
-        alpha = rr / pap
+        alpha = rz / pap
         x += b.dtype.type(alpha) * p
         r -= b.dtype.type(alpha) * ap
-        rr_new = _dot(r, r)
-        if np.sqrt(rr_new) <= tol * b_norm:
+        if np.sqrt(_dot(r, r)) <= tol * b_norm:
             return x, it
-        p *= b.dtype.type(rr_new / rr)
-        p += r
-        rr = rr_new
+        z = precondition(r) if precondition else r
+        rz_new = _dot(r, z)
+        p *= b.dtype.type(rz_new / rz)
+        p += z
+        rz = rz_new
     return x, max_iter
