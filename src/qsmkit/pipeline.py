@@ -123,15 +123,14 @@ def _normalised_weight(weight, mask):
     return weight / mean if mean > 0 else None
 
 
-def estimate_field(acq: Acquisition, mask: np.ndarray, config: QSMConfig, magnitude):
+def estimate_field(acq: Acquisition, mask: np.ndarray, config: QSMConfig):
     """Total field (Hz, spatially unwrapped), a data weight and the fit residual."""
-    from qsmkit import echo, unwrap
+    from qsmkit import echo
 
     fit = echo.FIELD_METHODS[config.fieldmap](
         acq.magnitude, acq.phase, acq.echo_times_s, mask=mask, unwrap=config.unwrap,
         voxel_size=acq.voxel_size, unwrap_options=config.unwrap_options,
     )
-    del unwrap
     return fit.field_hz, fit.weight, fit.residual
 
 
@@ -178,7 +177,7 @@ def run_qsm(
         info["mask_voxels"] = int(mask.sum())
 
     with _stage(timings, "field", progress):
-        field_hz, weight, residual = estimate_field(acq, mask, config, magnitude)
+        field_hz, weight, residual = estimate_field(acq, mask, config)
         weight = _normalised_weight(weight, mask)
 
     with _stage(timings, "bgremove", progress):
@@ -201,8 +200,13 @@ def run_qsm(
         )
 
     with _stage(timings, "r2star", progress):
-        r2 = echo.R2STAR_METHODS[config.r2star](acq.magnitude, acq.echo_times_s, mask=mask)
-        r2star = np.where(mask, r2.r2star_per_s, 0).astype(np.float32)
+        if acq.n_echoes >= 2:
+            r2 = echo.R2STAR_METHODS[config.r2star](acq.magnitude, acq.echo_times_s, mask=mask)
+            r2star = np.where(mask, r2.r2star_per_s, 0).astype(np.float32)
+        else:
+            r2star = np.zeros(acq.shape, np.float32)
+            info["notes"].append("single echo: no R2* map (zeros written); CSF referencing "
+                                 "falls back to the magnitude")
 
     with _stage(timings, "reference", progress):
         if config.reference != "none":
