@@ -33,18 +33,11 @@ def _case(shape, voxel, tilt_deg, seed=0):
     return ph, sim
 
 
-def _scores(chi, ph, mask):
-    from qsmkit import metrics
+def _scores(chi, ph, mask, voxel_size):
+    from qsmkit.demo import score_against_phantom
 
-    dgm = [k for k, n in ph.label_names.items()
-           if any(s in n.lower() for s in ("caudate", "putamen", "pallidus", "thalamus",
-                                            "nigra", "red_nucleus", "red nucleus", "dentate"))]
-    return {
-        "nrmse": metrics.nrmse(chi, ph.chi_ppm, mask),
-        "hfen": metrics.hfen(chi, ph.chi_ppm, mask),
-        "xsim": metrics.xsim(chi, ph.chi_ppm, mask),
-        "dgm_slope": metrics.dgm_slope(chi, ph.chi_ppm, ph.labels, dgm),
-    }
+    s = score_against_phantom(chi, ph, mask, voxel_size)
+    return {k: s.get(k) for k in ("nrmse", "hfen", "xsim", "dgm_slope")}
 
 
 def _worker(task, queue):
@@ -57,7 +50,7 @@ def _worker(task, queue):
         chi = METHODS[method](sim.local_field_hz, sim.mask, sim.voxel_size, b0_dir=sim.b0_dir,
                               b0_tesla=sim.b0_tesla)
         seconds = time.perf_counter() - start
-        row = _scores(chi, ph, sim.mask)
+        row = _scores(chi, ph, sim.mask, sim.voxel_size)
     elif stage == "bgremove":
         from qsmkit.bgremove import METHODS
 
@@ -73,7 +66,7 @@ def _worker(task, queue):
 
         result = run_qsm(sim.acquisition, QSMConfig.from_preset(method))
         seconds = time.perf_counter() - start
-        row = _scores(result.chi_ppm, ph, result.local_mask)
+        row = _scores(result.chi_ppm, ph, result.local_mask, sim.voxel_size)
         row["stages"] = result.timings_s
     row.update(stage=stage, method=method, seconds=seconds,
                peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

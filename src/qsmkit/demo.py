@@ -50,18 +50,22 @@ def _write_truth(ph, sim, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def _scores(result, ph, sim) -> dict:
+def score_against_phantom(chi_ppm, ph, region, voxel_size) -> dict:
+    """Challenge metrics of a chi map against the phantom truth within ``region``.
+
+    Both maps are demeaned in the region first: the reconstruction's reference (e.g. the
+    brain mean) and the truth's (water) differ by a constant that XSIM and SSIM would
+    otherwise penalise (NRMSE and HFEN are unaffected).
+    """
     from qsmkit import metrics
 
-    region = result.local_mask & ph.brain_mask
+    region = np.asarray(region, bool) & ph.brain_mask
     dgm = [k for k, n in ph.label_names.items() if any(key in n for key in DGM_KEYS)]
-    # Both maps demeaned in the scored region: the reconstruction's reference (brain mean)
-    # and the truth's (water) differ by a constant that XSIM/SSIM would otherwise penalise.
-    estimate = np.where(region, result.chi_ppm - result.chi_ppm[region].mean(), 0)
+    estimate = np.where(region, chi_ppm - chi_ppm[region].mean(), 0)
     reference = np.where(region, ph.chi_ppm - ph.chi_ppm[region].mean(), 0)
     calc = np.isin(ph.labels, [les["label"] for les in ph.lesions
                                if les["kind"] == "calcification"])
-    scores = metrics.all_metrics(estimate, reference, region, voxel_size=sim.voxel_size,
+    scores = metrics.all_metrics(estimate, reference, region, voxel_size=voxel_size,
                                  labels=ph.labels, dgm_labels=dgm,
                                  calc_mask=calc if calc.any() else None)
     scores["brain_coverage_percent"] = 100.0 * float(region.sum()) / float(ph.brain_mask.sum())
@@ -120,7 +124,7 @@ def run_demo(outdir, *, shape=(128, 128, 128), voxel_size=(1.5, 1.5, 1.5), b0_te
         truth = _write_truth(ph, sim, stage / "truth")
         result = reconstruct_and_save(sim.acquisition, QSMConfig.from_preset(preset), stage,
                                       command=command, report=False)
-        scores = _scores(result, ph, sim)
+        scores = score_against_phantom(result.chi_ppm, ph, result.local_mask, sim.voxel_size)
         (stage / "metrics.json").write_text(json.dumps(scores, indent=2, default=float) + "\n")
         _metrics_table(scores, stage / "metrics.tsv")
         error = np.where(result.local_mask & ph.brain_mask, result.chi_ppm - ph.chi_ppm, 0)
