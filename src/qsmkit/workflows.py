@@ -42,8 +42,8 @@ def save_result(result: QSMResult, affine, folder: Path) -> dict[str, str]:
     return {name: name for name in maps}
 
 
-def save_figures(result: QSMResult, affine, folder: Path, *, truth_chi=None) -> list[str]:
-    """Orthogonal-slice PNGs of the main maps (and of the error when the truth is known)."""
+def save_figures(result: QSMResult, affine, folder: Path) -> list[str]:
+    """Orthogonal-slice PNGs of the main maps and the QC figures."""
     from qsmkit.report.figures import orthogonal_slices
 
     mask, local = result.mask, result.local_mask
@@ -54,15 +54,13 @@ def save_figures(result: QSMResult, affine, folder: Path, *, truth_chi=None) -> 
         ("chi.png", result.chi_ppm, "Susceptibility χ", "ppm", True, local),
         ("r2star.png", result.r2star_per_s, "R2*", "1/s", False, mask),
     ]
-    if truth_chi is not None:
-        error = np.where(local, result.chi_ppm - truth_chi, 0)
-        figures.append(("chi_error.png", error, "χ error (reconstruction − truth)", "ppm", True,
-                        local))
     written = []
     for name, data, title, unit, signed, region in figures:
-        outline = mask if name == "magnitude.png" else None
+        magnitude = name == "magnitude.png"
+        # Magnitude from zero: a percentile floor in the mask leaves the brain nearly black.
         orthogonal_slices(data, affine, folder / name, title=title, unit=unit, signed=signed,
-                          mask=region, outline=outline)
+                          mask=region, outline=mask if magnitude else None,
+                          vmin=0.0 if magnitude else None)
         written.append(name)
     from qsmkit.report.qc import qc_figures
 
@@ -97,7 +95,10 @@ def reconstruct_and_save(
         export_dicom_series(result.r2star_per_s, acq.affine, folder / "dicom" / "r2star",
                             source_datasets=source, series_description="R2* (1/s)",
                             unit="1/s", kind="r2star")
+    from qsmkit.report.qc import qc_metrics
+
     record = {
+        "qc": qc_metrics(result, acq.affine),
         "b0_tesla": float(acq.b0_tesla),
         "echo_times_s": acq.echo_times_s.tolist(),
         "manufacturer": acq.manufacturer,

@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.patheffects as path_effects  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
@@ -37,7 +38,10 @@ def to_ras(volume: np.ndarray, affine) -> np.ndarray:
 
 def robust_limits(volume, mask=None, *, signed=False, percentile=99.0):
     """Display window from percentiles of the values in ``mask`` (symmetric if signed)."""
-    values = volume[mask] if mask is not None and np.any(mask) else volume[np.isfinite(volume)]
+    if mask is not None and np.any(mask):
+        values = volume[mask]
+    else:
+        values = volume[np.isfinite(volume)]
     values = values[np.isfinite(values)]
     if values.size == 0:
         return (-1.0, 1.0) if signed else (0.0, 1.0)
@@ -49,7 +53,11 @@ def robust_limits(volume, mask=None, *, signed=False, percentile=99.0):
 
 
 def _slice(volume, axis, index):
-    return np.take(volume, index, axis=axis).T  # rows = second remaining axis (anterior/superior up)
+    """A display plane of an RAS volume: rows are the second remaining axis (anterior or
+    superior up); axial and coronal planes are flipped so the patient's right is on the
+    image left (radiological, as the letters say)."""
+    plane = np.take(volume, index, axis=axis).T
+    return plane[:, ::-1] if axis != 0 else plane
 
 
 def orthogonal_slices(
@@ -87,7 +95,8 @@ def orthogonal_slices(
         plane = _slice(data, axis, int(np.clip(centre[axis], 0, data.shape[axis] - 1)))
         shown = [a for a in range(3) if a != axis]
         aspect = ras_zooms[shown[1]] / ras_zooms[shown[0]]
-        image = ax.imshow(plane, origin="lower", cmap=cmap or (SIGNED_CMAP if signed else GREY_CMAP),
+        image = ax.imshow(plane, origin="lower",
+                          cmap=cmap or (SIGNED_CMAP if signed else GREY_CMAP),
                           vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
         if outline_ras is not None:
             ax.contour(_slice(outline_ras, axis, centre[axis]).astype(float), levels=[0.5],
@@ -101,7 +110,8 @@ def orthogonal_slices(
                                  (bottom, (0.5, 0.01), "center", "bottom"),
                                  (top, (0.5, 0.99), "center", "top")):
             ax.annotate(text, xy, xycoords="axes fraction", ha=ha, va=va, color="w",
-                        fontsize=9, fontweight="bold")
+                        fontsize=9, fontweight="bold",
+                        path_effects=[path_effects.withStroke(linewidth=2, foreground="black")])
     bar = fig.colorbar(image, ax=axes, shrink=0.85, pad=0.01)
     bar.set_label(unit)
     fig.suptitle(title, fontsize=11)

@@ -1,8 +1,12 @@
 """The self-contained ``report.html`` of a run folder.
 
 Everything is embedded (PNG as data URIs, plain JavaScript, inline CSS): the page opens
-offline from any location. It is rebuilt from the files of the folder alone, so
-``qsmkit report OUTDIR`` can regenerate it after analyses add their tables.
+offline from any location and loads nothing from the network. It is rebuilt from the files
+of the folder alone, so ``qsmkit report OUTDIR`` can regenerate it after analyses add their
+tables.
+
+Images drawn here (slice viewer, lesion thumbnails) are reoriented to RAS and shown in
+radiological convention: anterior up, patient right on the image left.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import csv
 import html
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +31,11 @@ FIGURES = {
     "chi.png": "Susceptibility χ (ppm)",
     "chi_error.png": "Error against the phantom truth (ppm)",
     "r2star.png": "R2* (1/s)",
-    "qc_background.png": "QC: residual background field",
-    "qc_mask.png": "QC: mask coverage",
-    "qc_residual.png": "QC: echo-fit residual",
+    "qc_background.png": "QC: residual background field (smooth part of the local field; "
+                         "should be small and without a gradient across the brain)",
+    "qc_mask.png": "QC: mask coverage (brain mask yellow, χ mask cyan)",
+    "qc_residual.png": "QC: echo-fit residual (high values: phase wraps between echoes, flow, "
+                       "motion)",
     "roi.png": "Regional χ",
     "lesions.png": "Focal lesions",
     "rims.png": "Rim lesions",
@@ -44,28 +51,81 @@ TABLES = {
     "lesions.tsv": "Focal lesions (microbleeds, calcifications, vein mimics)",
     "rims.tsv": "MS lesions: paramagnetic rims",
     "veins.tsv": "Veins: oxygen saturation and extraction",
+    "veins_regions.tsv": "Oxygenation by region",
     "liver.tsv": "Liver: fat, R2*, susceptibility and iron",
 }
+
+# Report sections: (anchor, heading, figures, tables) in page order.
+SECTIONS = (
+    ("maps", "Maps", ("magnitude.png", "field.png", "local_field.png", "chi.png",
+                      "chi_error.png", "r2star.png"), ()),
+    ("qc", "Quality control", ("qc_background.png", "qc_mask.png", "qc_residual.png"), ()),
+    ("accuracy", "Accuracy against the truth", ("dgm_scatter.png",), ("metrics.tsv",)),
+    ("regions", "Regional susceptibility and iron", ("roi.png",), ("roi.tsv",)),
+    ("lesions", "Focal lesions", ("lesions.png",), ("lesions.tsv",)),
+    ("rims", "MS lesions: paramagnetic rims", ("rims.png",), ("rims.tsv",)),
+    ("veins", "Veins and oxygenation", ("veins.png",), ("veins.tsv", "veins_regions.tsv")),
+    ("liver", "Liver", ("liver.png",), ("liver.tsv",)),
+)
+
+# Colours of the classes of lesions.tsv and rims.tsv (as in the analysis figures).
+CLASS_COLOURS = {
+    "microbleed": ("#d9302c", "#fff"),
+    "calcification": ("#17b3cf", "#10222a"),
+    "indeterminate": ("#f2c12e", "#2a2206"),
+    "vein": ("#3fbf4f", "#08240c"),
+    "rim+": ("#d9302c", "#fff"),
+    "rim-": ("#3b8fd9", "#fff"),
+}
+CLASS_MEANING = {
+    "microbleed": "paramagnetic focus (haemosiderin)",
+    "calcification": "diamagnetic focus",
+    "indeterminate": "focal but not classifiable with confidence",
+    "vein": "tubular, on the vessel tree (a mimic, not a lesion)",
+    "rim+": "paramagnetic rim lesion",
+    "rim-": "no paramagnetic rim",
+}
+_DEFAULT_CLASS_COLOUR = ("#8a94a6", "#fff")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
  color:#1d2330;background:#f5f6f8}
 header{background:#1d2330;color:#fff;padding:14px 24px}
 header h1{margin:0;font-size:20px} header p{margin:4px 0 0;color:#c9cfdb;font-size:13px}
-main{padding:16px 24px;max-width:1200px}
+nav{background:#2a3242;padding:6px 24px;font-size:13px}
+nav a{color:#dfe6f3;margin-right:14px;text-decoration:none} nav a:hover{text-decoration:underline}
+main{padding:16px 24px;max-width:1240px}
 section{background:#fff;border-radius:6px;padding:12px 16px;margin:0 0 16px;
  box-shadow:0 1px 2px rgba(0,0,0,.08)}
-h2{font-size:16px;margin:4px 0 10px}
-figure{margin:0 0 12px} figure img{max-width:100%;height:auto;border:1px solid #e3e6ec}
+h2{font-size:16px;margin:4px 0 10px} h3{font-size:13px;margin:12px 0 6px}
+figure{margin:0 0 14px} figure img{max-width:100%;height:auto;border:1px solid #e3e6ec}
 figcaption{font-size:12px;color:#556}
 table{border-collapse:collapse;font-size:12px;margin-bottom:8px}
-th,td{border:1px solid #dde1e8;padding:3px 7px;text-align:right}
+th,td{border:1px solid #dde1e8;padding:3px 7px;text-align:right;vertical-align:middle}
 th{background:#eef1f6} td.text,th.text{text-align:left}
-.tag{display:inline-block;padding:1px 6px;border-radius:8px;font-size:11px;background:#eef1f6}
-.viewer{display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap}
-.viewer img{image-rendering:pixelated;width:420px;border:1px solid #e3e6ec}
+.tablewrap{overflow-x:auto}
+.tag{display:inline-block;padding:1px 7px;border-radius:8px;font-size:11px;background:#eef1f6;
+ white-space:nowrap}
+.legend{font-size:12px;color:#445;margin:4px 0 10px} .legend .tag{margin-right:4px}
+.counts{margin:4px 0 8px;font-size:13px} .counts .tag{font-size:12px;margin-right:6px}
+.viewer{display:flex;gap:18px;align-items:flex-start;flex-wrap:wrap}
+.viewer-frame{position:relative;display:inline-block;background:#000;line-height:0}
+.viewer-frame img{image-rendering:pixelated;display:block}
+.orient{position:absolute;color:#1d2330;font:bold 13px system-ui,sans-serif;line-height:1;
+ text-shadow:0 0 2px #fff,0 0 3px #fff}
+.viewer-frame:focus{outline:2px solid #3b8fd9}
+.orient.top{top:4px;left:50%;transform:translateX(-50%)}
+.orient.bottom{bottom:4px;left:50%;transform:translateX(-50%)}
+.orient.left{left:5px;top:50%;transform:translateY(-50%)}
+.orient.right{right:5px;top:50%;transform:translateY(-50%)}
+.colourbar{display:flex;gap:6px;align-items:stretch;font-size:11px;max-height:560px}
+.colourbar .bar{width:16px;border:1px solid #99a}
+.colourbar .ticks{display:flex;flex-direction:column;justify-content:space-between}
+.controls{font-size:13px;max-width:300px} .controls input{width:260px}
 pre{font-size:11px;background:#f5f6f8;padding:8px;overflow:auto;max-height:320px}
-.thumb{width:64px;height:64px;image-rendering:pixelated}
+.provline{font-size:13px}
+.thumb{width:85px;height:85px;image-rendering:pixelated;border:2px solid #ccd;display:block}
+.muted{color:#667;font-size:12px}
 """
 
 VIEWER_JS = """
@@ -74,28 +134,35 @@ VIEWER_JS = """
   var img = document.getElementById('viewer-image');
   var slider = document.getElementById('viewer-slider');
   var label = document.getElementById('viewer-label');
+  function current(){ return parseInt(slider.value, 10) || 0; }
   function show(i){
     i = Math.max(0, Math.min(slices.length - 1, i|0));
-    img.src = slices[i]; slider.value = i;
-    label.textContent = 'axial slice ' + (i + 1) + ' / ' + slices.length;
+    if (img.getAttribute('data-slice') !== String(i)) { img.src = slices[i]; }
+    slider.value = String(i);
+    label.textContent = 'axial slice ' + i + ' (' + (i + 1) + ' of ' + slices.length +
+      ', inferior to superior)';
     img.setAttribute('data-slice', String(i));
   }
-  slider.max = slices.length - 1;
-  slider.addEventListener('input', function(){ show(parseInt(slider.value, 10)); });
+  slider.max = String(slices.length - 1);
+  slider.addEventListener('input', function(){ show(current()); });
   img.addEventListener('wheel', function(e){
-    e.preventDefault(); show(parseInt(slider.value, 10) + (e.deltaY > 0 ? -1 : 1));
+    e.preventDefault(); show(current() + (e.deltaY > 0 ? -1 : 1));
+  }, {passive: false});
+  document.getElementById('viewer-frame').addEventListener('keydown', function(e){
+    if (e.key === 'ArrowUp' || e.key === 'PageUp') { show(current() + 1); e.preventDefault(); }
+    if (e.key === 'ArrowDown' || e.key === 'PageDown') { show(current() - 1); e.preventDefault(); }
   });
-  document.addEventListener('keydown', function(e){
-    if (e.key === 'ArrowUp') show(parseInt(slider.value, 10) + 1);
-    if (e.key === 'ArrowDown') show(parseInt(slider.value, 10) - 1);
-  });
-  show(Math.floor(slices.length / 2));
+  show(parseInt(img.getAttribute('data-slice'), 10) || 0);
 })();
 """
 
 
+def _b64_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
 def _data_uri_png(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return _b64_uri(path.read_bytes())
 
 
 def _png_bytes(rgb: np.ndarray) -> bytes:
@@ -106,21 +173,59 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def chi_slice_uris(chi: np.ndarray, affine, mask=None, *, limit=None) -> tuple[list[str], float]:
-    """Axial slices of chi (RAS, anterior up) as PNG data URIs with a fixed signed window."""
+def _radiological(plane_xy: np.ndarray) -> np.ndarray:
+    """An axial (x, y) plane of an RAS volume as image rows: anterior up, right on the left."""
+    return plane_xy.T[::-1, ::-1]
+
+
+def _signed_rgb(plane: np.ndarray, limit: float) -> np.ndarray:
     import matplotlib
 
-    from qsmkit.report.figures import SIGNED_CMAP, robust_limits, to_ras
+    from qsmkit.report.figures import SIGNED_CMAP
+
+    cmap = matplotlib.colormaps[SIGNED_CMAP]
+    scaled = np.clip((np.nan_to_num(plane) / limit + 1) / 2, 0, 1)
+    return (cmap(scaled)[..., :3] * 255).astype(np.uint8)
+
+
+def _ras_zooms(affine) -> np.ndarray:
+    import nibabel as nib
+
+    affine = np.asarray(affine, dtype=float)
+    order = nib.orientations.io_orientation(affine)[:, 0].astype(int)
+    zooms = np.empty(3)
+    zooms[order] = nib.affines.voxel_sizes(affine)
+    return zooms
+
+
+def _mask_box(region, margin: int = 3) -> tuple[slice, slice]:
+    """In-plane (x, y) bounding box of a 3D mask over all slices, with a margin."""
+    if region is None or not region.any():
+        shape = region.shape if region is not None else (None, None)
+        return slice(0, shape[0]), slice(0, shape[1])
+    points = np.argwhere(region)
+    low, high = points.min(axis=0), points.max(axis=0)
+    return tuple(slice(max(int(low[a]) - margin, 0), min(int(high[a]) + margin + 1,
+                                                        region.shape[a])) for a in (0, 1))
+
+
+def chi_slice_uris(chi: np.ndarray, affine, mask=None, *, limit=None,
+                   crop_to_mask: bool = False) -> tuple[list[str], float]:
+    """Axial slices of chi as PNG data URIs with one signed window, inferior to superior.
+
+    Slices are reoriented to RAS and drawn in radiological convention (anterior up, patient
+    right on the image left), cropped in-plane to the mask (plus 3 voxels) when
+    ``crop_to_mask``. Returns the URIs and the window half-width (ppm).
+    """
+    from qsmkit.report.figures import robust_limits, to_ras
 
     data = to_ras(np.asarray(chi, np.float32), affine)
     region = to_ras(np.asarray(mask, bool), affine) if mask is not None else None
     limit = limit or robust_limits(data, region, signed=True)[1]
-    cmap = matplotlib.colormaps[SIGNED_CMAP]
-    uris = []
-    for k in range(data.shape[2]):
-        plane = np.clip((data[:, :, k].T[::-1] / limit + 1) / 2, 0, 1)
-        rgb = (cmap(plane)[..., :3] * 255).astype(np.uint8)
-        uris.append("data:image/png;base64," + base64.b64encode(_png_bytes(rgb)).decode("ascii"))
+    if crop_to_mask and region is not None:
+        data = data[_mask_box(region)]
+    uris = [_b64_uri(_png_bytes(_signed_rgb(_radiological(data[:, :, k]), limit)))
+            for k in range(data.shape[2])]
     return uris, float(limit)
 
 
@@ -135,12 +240,40 @@ def _format_cell(value: str) -> str:
         number = float(value)
     except ValueError:
         return html.escape(value)
-    if number.is_integer() and abs(number) < 1e9 and "." not in value:
+    if not math.isfinite(number):
+        return html.escape(value)
+    if number.is_integer() and abs(number) < 1e9 and "." not in value and "e" not in value.lower():
         return str(int(number))
     return f"{number:.4g}"
 
 
-def table_html(path: Path, *, max_rows: int = 200, thumbnails: dict | None = None) -> str:
+def class_tag(name: str) -> str:
+    """A coloured tag for a lesion or rim class."""
+    background, colour = CLASS_COLOURS.get(name, _DEFAULT_CLASS_COLOUR)
+    title = CLASS_MEANING.get(name, "")
+    return (f"<span class='tag class-tag' data-class='{html.escape(name)}' "
+            f"title='{html.escape(title)}' style='background:{background};color:{colour}'>"
+            f"{html.escape(name)}</span>")
+
+
+def _class_summary(classes: list[str]) -> str:
+    """Counts per class (known classes first) and a legend of the classes present."""
+    order = [c for c in CLASS_COLOURS if c in classes] + sorted(
+        {c for c in classes if c not in CLASS_COLOURS})
+    if not order:
+        return ""
+    counts = " ".join(f"<b>{classes.count(c)}</b> {class_tag(c)}" for c in order)
+    legend = "".join(f"{class_tag(c)} {html.escape(CLASS_MEANING[c])}; " for c in order
+                     if c in CLASS_MEANING)
+    total = len(classes)
+    return (f"<p class='counts'>{total} finding{'s' if total != 1 else ''}: {counts}</p>"
+            + (f"<p class='legend'>{legend.rstrip('; ')}</p>" if legend else ""))
+
+
+def table_html(path: Path, *, max_rows: int = 200, thumbnails: dict | None = None,
+               tag_column: str = "class") -> str:
+    """An HTML table of a TSV file; the ``tag_column`` is drawn as coloured class tags, and
+    ``thumbnails`` (first-column value -> image URI) add an image column."""
     header, rows = _read_tsv(path)
     if not header:
         return "<p>(empty table)</p>"
@@ -151,54 +284,198 @@ def table_html(path: Path, *, max_rows: int = 200, thumbnails: dict | None = Non
             numeric.append(True)
         except ValueError:
             numeric.append(False)
-    extra = ["image"] if thumbnails else []
-    head = "".join(f'<th class="{"" if numeric[j] else "text"}">{html.escape(h)}</th>'
-                   for j, h in enumerate(header)) + "".join(f"<th>{e}</th>" for e in extra)
+    tag_index = header.index(tag_column) if tag_column in header else None
+    head_cells = [f'<th class="{"" if numeric[j] else "text"}">{html.escape(h)}</th>'
+                  for j, h in enumerate(header)]
+    if thumbnails:  # the image goes next to the id, where it is seen without scrolling
+        head_cells.insert(1, "<th class='text'>axial χ</th>")
+    head = "".join(head_cells)
     body = []
     for row in rows[:max_rows]:
-        cells = "".join(
-            f'<td class="{"" if numeric[j] else "text"}">{_format_cell(v)}</td>'
-            for j, v in enumerate(row)
-        )
+        cells = []
+        for j, value in enumerate(row):
+            kind = "" if j < len(numeric) and numeric[j] else "text"
+            text = class_tag(value) if j == tag_index and value else _format_cell(value)
+            cells.append(f'<td class="{kind}">{text}</td>')
         if thumbnails:
-            uri = thumbnails.get(row[0])
-            cells += f'<td><img class="thumb" src="{uri}" alt="lesion {html.escape(row[0])}"></td>' \
-                if uri else "<td></td>"
-        body.append(f"<tr>{cells}</tr>")
-    more = f"<p>{len(rows) - max_rows} more rows in {path.name}</p>" if len(rows) > max_rows else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+            uri = thumbnails.get(row[0]) if row else None
+            if uri:
+                colour = CLASS_COLOURS.get(row[tag_index] if tag_index is not None
+                                           and tag_index < len(row) else "",
+                                           _DEFAULT_CLASS_COLOUR)[0]
+                cells.insert(1, f'<td><img class="thumb" style="border-color:{colour}" '
+                                f'src="{uri}" alt="axial χ around {html.escape(row[0])}"></td>')
+            else:
+                cells.insert(1, "<td></td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    more = (f"<p class='muted'>{len(rows) - max_rows} more rows in {html.escape(path.name)}</p>"
+            if len(rows) > max_rows else "")
+    return (f"<div class='tablewrap'><table data-source='{html.escape(path.name)}'><thead><tr>"
+            f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{more}")
 
 
-def lesion_thumbnails(folder: Path) -> dict[str, str]:
-    """A small axial chi patch around each lesion of lesions.tsv, keyed by lesion id."""
+def _thumbnails(folder: Path, table_name: str, *, half: int = 8) -> dict[str, str]:
+    """Axial chi patches (RAS, radiological) centred on each row's voxel (x, y, z)."""
     from qsmkit.io.nifti import load_nifti
+    from qsmkit.report.figures import to_ras
 
-    table, chi_path = folder / "lesions.tsv", folder / "chi.nii.gz"
+    table, chi_path = folder / table_name, folder / "chi.nii.gz"
     if not (table.exists() and chi_path.exists()):
         return {}
-    import matplotlib
-
-    from qsmkit.report.figures import SIGNED_CMAP
-
-    chi, _, _ = load_nifti(chi_path)
     header, rows = _read_tsv(table)
     col = {h: i for i, h in enumerate(header)}
     if not {"id", "x", "y", "z"} <= col.keys():
         return {}
-    cmap = matplotlib.colormaps[SIGNED_CMAP]
+    chi, affine, _ = load_nifti(chi_path)
+    chi = np.asarray(chi, np.float32)
+    if chi.ndim != 3:
+        return {}
+    padded = np.pad(chi, half)
     thumbs = {}
-    for row in rows[:100]:
-        x, y, z = (int(round(float(row[col[k]]))) for k in ("x", "y", "z"))
-        half = 8
-        patch = chi[max(x - half, 0): x + half + 1, max(y - half, 0): y + half + 1,
-                    int(np.clip(z, 0, chi.shape[2] - 1))]
-        if patch.size == 0:
+    for row in rows[:200]:
+        try:
+            centre = [int(round(float(row[col[k]]))) for k in ("x", "y", "z")]
+        except (ValueError, IndexError):
             continue
-        limit = max(float(np.abs(patch).max()), 1e-3)
-        rgb = (cmap(np.clip((patch.T[::-1] / limit + 1) / 2, 0, 1))[..., :3] * 255).astype(np.uint8)
-        thumbs[row[col["id"]]] = "data:image/png;base64," + base64.b64encode(
-            _png_bytes(rgb)).decode("ascii")
+        if not all(0 <= c < n for c, n in zip(centre, chi.shape, strict=True)):
+            continue
+        box = padded[tuple(slice(c, c + 2 * half + 1) for c in centre)]
+        # A cube centred on the lesion stays centred under axis flips and permutations.
+        plane = to_ras(box, affine)[:, :, half]
+        limit = max(float(np.abs(plane).max()), 1e-3)
+        thumbs[row[col["id"]]] = _b64_uri(_png_bytes(_signed_rgb(_radiological(plane), limit)))
     return thumbs
+
+
+def lesion_thumbnails(folder: Path) -> dict[str, str]:
+    """A small axial chi patch around each lesion of lesions.tsv, keyed by lesion id."""
+    return _thumbnails(Path(folder), "lesions.tsv")
+
+
+def _colourbar_css(limit: float, height: int) -> str:
+    import matplotlib
+
+    from qsmkit.report.figures import SIGNED_CMAP
+
+    cmap = matplotlib.colormaps[SIGNED_CMAP]
+    stops = ", ".join(
+        "#{:02x}{:02x}{:02x}".format(*(int(255 * c) for c in cmap(t)[:3]))
+        for t in np.linspace(1, 0, 11)
+    )
+    return (f"<div class='colourbar' title='χ colour scale' style='height:{height}px'>"
+            "<div class='bar' style='background:"
+            f"linear-gradient(to bottom, {stops})'></div><div class='ticks'>"
+            f"<span>+{limit:.3g} ppm</span><span>0 ppm</span><span>−{limit:.3g} ppm</span></div>"
+            "</div>")
+
+
+def _viewer_section(folder: Path) -> str:
+    from qsmkit.io.nifti import load_nifti
+    from qsmkit.report.figures import to_ras
+
+    chi, affine, _ = load_nifti(folder / "chi.nii.gz")
+    if np.asarray(chi).ndim != 3:
+        return ""
+    mask = None
+    if (folder / "mask.nii.gz").exists():
+        mask = np.asarray(load_nifti(folder / "mask.nii.gz")[0]) > 0.5
+    uris, limit = chi_slice_uris(chi, affine, mask, crop_to_mask=True)
+    shape = to_ras(np.zeros(np.asarray(chi).shape, np.uint8), affine).shape
+    if mask is not None:
+        box = _mask_box(to_ras(mask, affine))
+        shape = (len(range(*box[0].indices(shape[0]))), len(range(*box[1].indices(shape[1]))),
+                 shape[2])
+    zooms = _ras_zooms(affine)
+    width = 440
+    height = max(1, round(width * shape[1] * zooms[1] / (shape[0] * zooms[0])))
+    if height > 560:
+        width, height = max(1, round(width * 560 / height)), 560
+    start = len(uris) // 2
+    if mask is not None and mask.any():
+        ras_mask = to_ras(mask, affine)
+        start = int(round(np.argwhere(ras_mask)[:, 2].mean()))
+    letters = "".join(f"<span class='orient {pos}'>{text}</span>" for pos, text in
+                      (("top", "A"), ("bottom", "P"), ("left", "R"), ("right", "L")))
+    return (
+        "<section id='viewer'><h2>χ slice viewer</h2><div class='viewer'>"
+        f"<div class='viewer-frame' id='viewer-frame' tabindex='0' title='click, then ↑/↓'>"
+        f"<img id='viewer-image' alt='χ axial slice' "
+        f"width='{width}' height='{height}' data-slice='{start}' src='{uris[start]}'>"
+        f"{letters}</div>{_colourbar_css(limit, height)}"
+        "<div class='controls'><label for='viewer-slider'>slice</label><br>"
+        f"<input id='viewer-slider' type='range' min='0' max='{len(uris) - 1}' value='{start}' "
+        "step='1' aria-label='axial slice'><p id='viewer-label'></p>"
+        f"<p class='muted'>Axial χ, window ±{limit:.3g} ppm: red paramagnetic (iron, blood), "
+        "blue diamagnetic (calcium, myelin). Radiological view: patient right on the left. "
+        "Drag the slider, scroll over the image, or click it and press ↑/↓.</p></div></div>"
+        f"<script type='application/json' id='chi-slices'>{json.dumps(uris)}</script>"
+        f"<script>{VIEWER_JS}</script></section>"
+    )
+
+
+def _figure_html(folder: Path, name: str) -> str:
+    caption = FIGURES.get(name, name)
+    return (f'<figure><img src="{_data_uri_png(folder / name)}" alt="{html.escape(caption)}" '
+            f'data-file="{html.escape(name)}"><figcaption>{html.escape(caption)}</figcaption>'
+            "</figure>")
+
+
+def _kv_table(items: dict) -> str:
+    rows = []
+    for key, value in items.items():
+        if isinstance(value, float):
+            text = f"{value:.4g}"
+        elif isinstance(value, (dict, list)):
+            text = json.dumps(value)
+        else:
+            text = str(value)
+        rows.append(f"<tr><td class='text'>{html.escape(str(key))}</td>"
+                    f"<td class='text'>{html.escape(text)}</td></tr>")
+    return f"<table>{''.join(rows)}</table>"
+
+
+def _qc_numbers(folder: Path, prov: dict) -> dict:
+    numbers = dict(prov.get("qc") or {})
+    path = folder / "qc.json"
+    if path.exists():
+        try:
+            numbers.update(json.loads(path.read_text()))
+        except (ValueError, OSError):
+            pass
+    return {k: v for k, v in numbers.items() if isinstance(v, (int, float, str))}
+
+
+def _provenance_section(prov: dict) -> str:
+    timings = {k: v for k, v in (prov.get("timings_s") or {}).items()
+               if isinstance(v, (int, float))}
+    rows = "".join(f"<tr><td class='text'>{html.escape(str(k))}</td><td>{v:.2f}</td></tr>"
+                   for k, v in timings.items())
+    if timings:
+        rows += f"<tr><th class='text'>total</th><th>{sum(timings.values()):.2f}</th></tr>"
+    inputs = prov.get("inputs") or {}
+    input_rows = "".join(
+        f"<tr><td class='text'>{html.escape(str(k))}</td><td class='text' "
+        f"title='{html.escape(str(v))}'><code>{html.escape(str(v)[:16])}…</code></td></tr>"
+        for k, v in inputs.items())
+    acquisition = {k: prov[k] for k in ("b0_tesla", "echo_times_s", "manufacturer",
+                                        "series_description") if prov.get(k) not in (None, "")}
+    info = prov.get("info") or {}
+    for key in ("voxel_size_mm", "b0_dir_voxel", "mask_voxels"):
+        if key in info:
+            acquisition[key] = info[key]
+    return (
+        "<section id='provenance'><h2>Provenance</h2>"
+        f"<p class='provline'>qsmkit {html.escape(str(prov.get('qsmkit_version', '')))}, "
+        f"{html.escape(str(prov.get('created', '')))}, Python "
+        f"{html.escape(str(prov.get('python', '')))} on "
+        f"{html.escape(str(prov.get('platform', '')))}<br><code>"
+        f"{html.escape(str(prov.get('command', '')))}</code></p>"
+        + (f"<h3>Acquisition</h3>{_kv_table(acquisition)}" if acquisition else "")
+        + (f"<h3>Timings (s)</h3><table>{rows}</table>" if rows else "")
+        + (f"<h3>Inputs (SHA-256)</h3><table>{input_rows}</table>" if input_rows else "")
+        + "<h3>Configuration</h3><pre>"
+        + html.escape(json.dumps(prov.get("config"), indent=2)) + "</pre></section>"
+    )
 
 
 def build_report(folder) -> str:
@@ -208,61 +485,48 @@ def build_report(folder) -> str:
     folder = Path(folder)
     prov = read_provenance(folder)
     title = prov.get("title") or f"qsmkit report: {folder.resolve().name}"
-    parts = []
+    parts: list[tuple[str, str, str]] = []  # (anchor, nav label, html)
     summary = prov.get("summary")
     if summary:
-        items = "".join(f"<tr><td class='text'>{html.escape(str(k))}</td><td>"
-                        f"{html.escape(str(v))}</td></tr>" for k, v in summary.items())
-        parts.append(f"<section><h2>Summary</h2><table>{items}</table></section>")
-    figures = [(n, c) for n, c in FIGURES.items() if (folder / n).exists()]
-    if figures:
-        figs = "".join(
-            f'<figure><img src="{_data_uri_png(folder / n)}" alt="{html.escape(c)}">'
-            f"<figcaption>{html.escape(c)}</figcaption></figure>" for n, c in figures
-        )
-        parts.append(f"<section><h2>Maps</h2>{figs}</section>")
-    chi_path = folder / "chi.nii.gz"
-    if chi_path.exists():
-        from qsmkit.io.nifti import load_nifti
-
-        chi, affine, _ = load_nifti(chi_path)
-        mask = None
-        if (folder / "mask.nii.gz").exists():
-            mask = load_nifti(folder / "mask.nii.gz")[0] > 0.5
-        uris, limit = chi_slice_uris(chi, affine, mask)
-        parts.append(
-            "<section><h2>χ slice viewer</h2><div class='viewer'>"
-            f"<img id='viewer-image' alt='chi axial slice' src='{uris[len(uris) // 2]}'>"
-            "<div><input id='viewer-slider' type='range' min='0' value='0' step='1' "
-            "aria-label='slice'><p id='viewer-label'></p>"
-            f"<p>colour window ±{limit:.3f} ppm (red paramagnetic, blue diamagnetic);"
-            " scroll the image or use the arrow keys</p></div></div>"
-            f"<script type='application/json' id='chi-slices'>{json.dumps(uris)}</script>"
-            f"<script>{VIEWER_JS}</script></section>"
-        )
-    for name, heading in TABLES.items():
-        if (folder / name).exists():
-            thumbs = lesion_thumbnails(folder) if name == "lesions.tsv" else None
-            parts.append(f"<section><h2>{html.escape(heading)}</h2>"
-                         f"{table_html(folder / name, thumbnails=thumbs)}</section>")
+        parts.append(("summary", "Summary",
+                      f"<section id='summary'><h2>Summary</h2>{_kv_table(summary)}</section>"))
+    shown = set()
+    for anchor, heading, figures, tables in SECTIONS:
+        body = []
+        if anchor == "qc":
+            numbers = _qc_numbers(folder, prov)
+            if numbers:
+                body.append(_kv_table(numbers))
+        for name in figures:
+            if (folder / name).exists():
+                body.append(_figure_html(folder, name))
+                shown.add(name)
+        for name in tables:
+            if not (folder / name).exists():
+                continue
+            header, rows = _read_tsv(folder / name)
+            thumbs = None
+            if name in ("lesions.tsv", "rims.tsv"):
+                thumbs = _thumbnails(folder, name)
+                if "class" in header:
+                    j = header.index("class")
+                    body.append(_class_summary([r[j] for r in rows if j < len(r) and r[j]]))
+            if len(tables) > 1:
+                body.append(f"<h3>{html.escape(TABLES[name])}</h3>")
+            body.append(table_html(folder / name, thumbnails=thumbs))
+        if anchor == "maps" and (folder / "chi.nii.gz").exists():
+            viewer = _viewer_section(folder)
+            if viewer:
+                parts.append(("viewer", "χ viewer", viewer))
+        if body:
+            parts.append((anchor, heading, f"<section id='{anchor}'><h2>{html.escape(heading)}"
+                                            f"</h2>{''.join(body)}</section>"))
+    others = [n for n in FIGURES if n not in shown and (folder / n).exists()]
+    if others:
+        parts.append(("figures", "Other figures", "<section id='figures'><h2>Other figures</h2>"
+                      + "".join(_figure_html(folder, n) for n in others) + "</section>"))
     if prov:
-        timings = prov.get("timings_s") or {}
-        rows = "".join(f"<tr><td class='text'>{html.escape(k)}</td><td>{v:.2f}</td></tr>"
-                       for k, v in timings.items())
-        inputs = prov.get("inputs") or {}
-        input_rows = "".join(f"<tr><td class='text'>{html.escape(k)}</td>"
-                             f"<td class='text'><code>{v[:16]}…</code></td></tr>"
-                             for k, v in inputs.items())
-        parts.append(
-            "<section><h2>Provenance</h2>"
-            f"<p>qsmkit {html.escape(str(prov.get('qsmkit_version', '')))}, "
-            f"{html.escape(str(prov.get('created', '')))}<br><code>"
-            f"{html.escape(str(prov.get('command', '')))}</code></p>"
-            + (f"<h3>Timings (s)</h3><table>{rows}</table>" if rows else "")
-            + (f"<h3>Inputs (SHA-256)</h3><table>{input_rows}</table>" if input_rows else "")
-            + "<h3>Configuration</h3><pre>"
-            + html.escape(json.dumps(prov.get("config"), indent=2)) + "</pre></section>"
-        )
+        parts.append(("provenance", "Provenance", _provenance_section(prov)))
     acq_bits = []
     if prov.get("b0_tesla"):
         acq_bits.append(f"B0 {prov['b0_tesla']:g} T")
@@ -270,12 +534,15 @@ def build_report(folder) -> str:
         acq_bits.append(f"{len(prov['echo_times_s'])} echoes, TE "
                         + ", ".join(f"{1000 * t:.1f}" for t in prov["echo_times_s"]) + " ms")
     subtitle = " · ".join(acq_bits) or "quantitative susceptibility mapping"
+    nav = "".join(f"<a href='#{a}'>{html.escape(label)}</a>" for a, label, _ in parts)
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<meta name='viewport' content='width=device-width'><title>{html.escape(title)}</title>"
+        "<link rel='icon' href='data:,'>"
         f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1>"
-        f"<p>{html.escape(subtitle)} · qsmkit {__version__}</p></header><main>"
-        + "".join(parts) + "</main></body></html>"
+        f"<p>{html.escape(subtitle)} · qsmkit {__version__}</p></header>"
+        + (f"<nav>{nav}</nav>" if nav else "") + "<main>"
+        + "".join(text for _, _, text in parts) + "</main></body></html>"
     )
 
 

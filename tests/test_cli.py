@@ -1,0 +1,49 @@
+"""The command line as a new user meets it: help everywhere, exit 2 on bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from qsmkit.cli.main import get_parser, main
+
+COMMANDS = sorted(get_parser()._subparsers._group_actions[0].choices)  # noqa: SLF001
+
+
+def test_contract_commands_exist():
+    contract = {"demo", "simulate", "import", "run", "mask", "fieldmap", "unwrap", "bgremove",
+                "invert", "r2star", "reference", "metrics", "roi", "lesions", "rims",
+                "oximetry", "iron-model", "liver", "bids", "report"}
+    assert contract <= set(COMMANDS)
+
+
+def test_top_level_help_lists_commands(capsys):
+    assert main([]) == 0
+    text = capsys.readouterr().out
+    for command in ("demo", "run", "simulate", "bids"):
+        assert command in text
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert len(capsys.readouterr().out) > 200
+
+
+def test_missing_input_is_exit_2_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "qsmkit", "run", "--mag", str(tmp_path / "no.nii.gz"),
+         "--phase", str(tmp_path / "no.nii.gz"), "-o", str(tmp_path / "out")],
+        capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "error" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_echo_times_in_ms_are_refused(tmp_path, capsys):
+    code = main(["run", "--mag", "m.nii.gz", "--phase", "p.nii.gz", "--echo-times", "4,8,12",
+                 "-o", str(tmp_path / "out")])
+    assert code == 2
+    assert "milliseconds" in capsys.readouterr().err
