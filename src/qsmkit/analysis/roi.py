@@ -1,0 +1,338 @@
+"""Statistics of chi per labelled region, with a chosen reference, iron and z-scores.
+
+``roi_statistics(chi_ppm, labels, voxel_size, lut=..., reference="csf")`` returns one row per
+label with the columns of ``qsmkit roi``: label, name, n_voxels, volume_mm3, mean_ppm,
+median_ppm, sd_ppm, total_ppm_mm3 (mean x volume, the "total susceptibility" that tracks the
+total iron of a structure when its volume changes), iron_mg_per_kg (see
+:mod:`qsmkit.analysis.iron`) and z (against the normative table, where one matches).
+
+Label images: FreeSurfer ``aseg`` and FSL FIRST images with their lookup tables
+(``FreeSurferColorLUT.txt``, a TSV with ``index``/``name`` columns such as BIDS ``dseg.tsv``,
+or a JSON ``{"index": "name"}``), or the head phantom's labels with its ``label_names``.
+
+Reference: chi from QSM is relative; every value is reported relative to
+``reference`` = ``"csf"`` (mean over labels named CSF / ventricle), ``"brain"`` (mean over the
+brain mask, or over all labelled voxels), ``"none"`` (the map as given), a label (number or
+name) whose mean becomes zero, or ``"auto"``: CSF when labelled, else brain.
+
+References
+----------
+QSM Consensus Organization Committee (Bilgic B, Costagli M, Chan KS, et al.). Recommended
+implementation of quantitative susceptibility mapping for clinical research in the brain: a
+consensus of the ISMRM electro-magnetic tissue properties study group. Magn Reson Med
+2024;91:1834-1862 (report the reference region; CSF or whole brain are common choices).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from importlib import resources
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from qsmkit.analysis import check_chi, check_same_grid, check_voxel_size, new_figure
+from qsmkit.analysis import iron as iron_mod
+from qsmkit.errors import InputError
+
+ROI_COLUMNS = (
+    "label", "name", "n_voxels", "volume_mm3", "mean_ppm", "median_ppm", "sd_ppm",
+    "total_ppm_mm3", "iron_mg_per_kg", "z", "z_quantity", "normative_name",
+)
+_CSF_PATTERN = re.compile(r"csf|ventric|(^|[-_ ])vent$", re.IGNORECASE)
+_NO_IRON_PATTERN = re.compile(
+    r"csf|ventric|white|\bwm\b|vessel|vein|sinus|choroid|unknown|background|air|skull|scalp"
+    r"|bleed|calcif|lesion|ms_",
+    re.IGNORECASE)
+
+
+@dataclasses.dataclass
+class RoiResult:
+    """Per-label table, the reference used and the parameters."""
+
+    rows: list[dict]
+    reference: dict
+    parameters: dict
+
+    @property
+    def summary(self) -> dict:
+        flagged = [r["name"] for r in self.rows
+                   if r.get("z") is not None and np.isfinite(r["z"]) and abs(r["z"]) >= 2]
+        return {"n_labels": len(self.rows), "reference": self.reference,
+                "labels_with_abs_z_ge_2": flagged}
+
+    def by_name(self) -> dict[str, dict]:
+        return {r["name"]: r for r in self.rows}
+
+
+def parse_lut(text: str, *, origin: str = "lookup table") -> dict[int, str]:
+    """Label number -> name from a FreeSurfer LUT, a TSV with index/name columns, or JSON."""
+    stripped = text.strip()
+    if not stripped:
+        raise InputError(f"{origin} is empty")
+    if stripped[0] in "{[":
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{origin} is not valid JSON: {err}") from None
+        if isinstance(data, list):
+            data = {item["index"]: item["name"] for item in data}
+        try:
+            return {int(k): str(v) for k, v in data.items()}
+        except (ValueError, TypeError, AttributeError):
+            raise InputError(f"{origin}: JSON must map label numbers to names") from None
+    lines = [ln for ln in stripped.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    header = [h.strip().lower() for h in lines[0].split("\t")]
+    lut: dict[int, str] = {}
+    if "index" in header and "name" in header:
+        i, n = header.index("index"), header.index("name")
+        for line in lines[1:]:
+            cells = line.split("\t")
+            try:
+                lut[int(cells[i])] = cells[n].strip()
+            except (ValueError, IndexError):
+                raise InputError(f"{origin}: cannot read the row {line!r}") from None
+        return lut
+    for line in lines:  # FreeSurferColorLUT.txt: "index name R G B A"
+        cells = line.split()
+        if len(cells) < 2:
+            continue
+        try:
+            lut[int(cells[0])] = cells[1]
+        except ValueError:
+            raise InputError(
+                f"{origin}: cannot read {line!r}; give a FreeSurfer LUT (index name R G B A), "
+                "a TSV with 'index' and 'name' columns, or JSON"
+            ) from None
+    if not lut:
+        raise InputError(f"{origin} holds no labels")
+    return lut
+
+
+def default_lut() -> dict[int, str]:
+    """The subcortical FreeSurfer aseg / FSL FIRST labels shipped with qsmkit."""
+    text = resources.files("qsmkit").joinpath("data", "freesurfer_aseg_lut.tsv").read_text()
+    return parse_lut(text, origin="qsmkit/data/freesurfer_aseg_lut.tsv")
+
+
+def is_csf_name(name: str) -> bool:
+    return bool(_CSF_PATTERN.search(str(name)))
+
+
+def _find_labels(lut: dict[int, str], key) -> list[int]:
+    if isinstance(key, (int, np.integer)) or (isinstance(key, str) and key.strip().isdigit()):
+        return [int(key)]
+    wanted = iron_mod.normalise_name(key)
+    hits = [k for k, v in lut.items() if iron_mod.normalise_name(v) == wanted]
+    if not hits:
+        hits = [k for k, v in lut.items() if str(v).lower() == str(key).lower()]
+    return hits
+
+
+def reference_mask(reference, labels: np.ndarray, lut: dict[int, str],
+                   mask: np.ndarray | None) -> tuple[np.ndarray | None, str]:
+    """Voxels whose mean chi is the zero of the reported values (None for 'none')."""
+    ref = str(reference).strip() if not isinstance(reference, (int, np.integer)) else reference
+    if isinstance(ref, str) and ref.lower() == "auto":
+        has_csf = any(is_csf_name(v) and np.any(labels == k) for k, v in lut.items())
+        ref = "csf" if has_csf else "brain"
+    if isinstance(ref, str) and ref.lower() == "none":
+        return None, "none (chi as given)"
+    if isinstance(ref, str) and ref.lower() == "brain":
+        region = mask if mask is not None else labels > 0
+        return region, "brain (mean over the brain mask)" if mask is not None else \
+            "brain (mean over all labelled voxels)"
+    if isinstance(ref, str) and ref.lower() == "csf":
+        csf = [k for k, v in lut.items() if is_csf_name(v)]
+        region = np.isin(labels, csf) if csf else np.zeros(labels.shape, bool)
+        if not region.any():
+            raise InputError(
+                "--reference csf needs labels named CSF or ventricle in the lookup table; "
+                "none are present in the label image. Use --reference brain, none, or a label"
+            )
+        names = sorted({lut[k] for k in csf if np.any(labels == k)})
+        return region, "csf (mean over " + ", ".join(names) + ")"
+    found = _find_labels(lut, ref)
+    region = np.isin(labels, found) if found else np.zeros(labels.shape, bool)
+    if not region.any():
+        raise InputError(
+            f"reference {reference!r} is neither csf, brain, none nor a label present in the "
+            "label image"
+        )
+    return region, f"label {reference} (mean over label(s) {', '.join(map(str, found))})"
+
+
+def _erode(region: np.ndarray, voxel_size, erode_mm: float) -> np.ndarray:
+    if erode_mm <= 0:
+        return region
+    inside = ndi.distance_transform_edt(np.pad(region, 1), sampling=voxel_size)[1:-1, 1:-1, 1:-1]
+    eroded = inside > erode_mm
+    return eroded if eroded.any() else region
+
+
+def roi_statistics(
+    chi_ppm,
+    labels,
+    voxel_size,
+    *,
+    lut: dict[int, str] | None = None,
+    reference="auto",
+    mask=None,
+    erode_mm: float = 0.0,
+    normative="default",
+    ppm_per_mg_per_kg: float = iron_mod.IRON_PPM_PER_MG_PER_KG,
+    min_voxels: int = 1,
+) -> RoiResult:
+    """Chi statistics per label.
+
+    Parameters
+    ----------
+    chi_ppm : (X, Y, Z) array, SI ppm
+    labels : (X, Y, Z) integer array; 0 is background
+    voxel_size : 3 floats, mm
+    lut : dict label -> name; default: the shipped FreeSurfer aseg subset, and
+        ``label_<n>`` for numbers it lacks
+    reference : "csf", "brain", "none", a label number or a label name; "auto" (default) is
+        "csf" when the labels include CSF or ventricles, else "brain"
+    mask : optional (X, Y, Z) bool brain mask; restricts every region and defines "brain"
+    erode_mm : erode each region by this distance (mm) before measuring, against partial
+        volume at its edges (regions that would vanish are kept whole)
+    normative : "default" (the shipped table), None (no z-scores) or a list of
+        :class:`qsmkit.analysis.iron.NormativeEntry`
+    ppm_per_mg_per_kg : chi-iron factor (ppm per mg/kg), Langkammer 2012 by default
+    min_voxels : skip labels with fewer voxels
+
+    Returns
+    -------
+    RoiResult with ``rows`` (columns :data:`ROI_COLUMNS`), ``reference`` and ``parameters``.
+    """
+    chi = check_chi(chi_ppm)
+    vs = check_voxel_size(voxel_size)
+    labels = check_same_grid(chi, labels, "the label image")
+    if not np.issubdtype(labels.dtype, np.integer):
+        rounded = np.rint(labels)
+        if not np.allclose(labels, rounded, atol=1e-3):
+            raise InputError("the label image must hold integer label numbers")
+        labels = rounded.astype(np.int32)
+    if mask is not None:
+        mask = check_same_grid(chi, mask, "the mask").astype(bool)
+        labels = np.where(mask, labels, 0)
+    present = [int(v) for v in np.unique(labels) if v != 0]
+    if not present:
+        raise InputError("the label image holds no labels (all zero inside the mask)")
+    names = dict(default_lut() if lut is None else lut)
+    for value in present:
+        names.setdefault(value, f"label_{value}")
+    if normative == "default":
+        normative = iron_mod.load_normative()
+    normative = list(normative or [])
+
+    ref_region, ref_text = reference_mask(reference, labels, names, mask)
+    ref_value = float(chi[ref_region].mean()) if ref_region is not None else 0.0
+    ref_n = int(ref_region.sum()) if ref_region is not None else 0
+
+    voxel_mm3 = float(np.prod(vs))
+    rows = []
+    objects = ndi.find_objects(np.where(labels > 0, labels, 0))
+    for value in present:
+        slc = objects[value - 1] if value - 1 < len(objects) else None
+        if slc is None:
+            continue
+        region = labels[slc] == value
+        region = _erode(region, vs, erode_mm)
+        values = chi[slc][region].astype(float) - ref_value
+        if values.size < max(1, int(min_voxels)):
+            continue
+        mean = float(values.mean())
+        name = names[value]
+        volume = values.size * voxel_mm3
+        iron = None if _NO_IRON_PATTERN.search(name) else float(
+            iron_mod.iron_from_chi(mean, ppm_per_mg_per_kg=ppm_per_mg_per_kg))
+        entry = iron_mod.match_normative(name, normative) if normative else None
+        z = None
+        if entry is not None:
+            if entry.quantity == "chi_ppm":
+                z = entry.zscore(mean)
+            elif iron is not None:
+                z = entry.zscore(iron)
+        rows.append({
+            "label": value, "name": name, "n_voxels": int(values.size), "volume_mm3": volume,
+            "mean_ppm": mean, "median_ppm": float(np.median(values)),
+            "sd_ppm": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+            "total_ppm_mm3": mean * volume, "iron_mg_per_kg": iron, "z": z,
+            "z_quantity": entry.quantity if z is not None else None,
+            "normative_name": entry.name if z is not None else None,
+        })
+    return RoiResult(
+        rows=rows,
+        reference={"kind": ref_text.split(" ")[0], "requested": str(reference),
+                   "description": ref_text, "value_ppm": ref_value,
+                   "n_voxels": ref_n},
+        parameters={"voxel_size_mm": vs.tolist(), "erode_mm": float(erode_mm),
+                    "ppm_per_mg_per_kg": float(ppm_per_mg_per_kg),
+                    "iron_factor_source": "Langkammer et al. NeuroImage 2012;62:1593-1599",
+                    "normative_entries": [e.name for e in normative],
+                    "min_voxels": int(min_voxels)},
+    )
+
+
+def read_lut(path) -> dict[int, str]:
+    """Read a lookup table file (FreeSurfer LUT, index/name TSV such as ``labels.tsv`` or
+    BIDS ``dseg.tsv``, or JSON)."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise InputError(f"cannot read the lookup table {path}: {err}") from None
+    return parse_lut(text, origin=str(path))
+
+
+def region_table(chi_ppm, labels, voxel_size, **options) -> list[dict]:
+    """Rows of :func:`roi_statistics` (same options), for callers that need only the table."""
+    return roi_statistics(chi_ppm, labels, voxel_size, **options).rows
+
+
+def write_table(rows, path, columns=ROI_COLUMNS):
+    """Write rows as TSV (``n/a`` for missing values)."""
+    from pathlib import Path
+
+    from qsmkit.analysis import format_tsv
+
+    Path(path).write_text(format_tsv(rows, columns))
+    return Path(path)
+
+
+def plot_roi(result: RoiResult, chi_ppm=None, labels=None):
+    """Figure: mean +/- SD chi per label (bars) and, if given, an axial slice with outlines."""
+    rows = [r for r in result.rows if r["n_voxels"] > 0]
+    has_image = chi_ppm is not None and labels is not None
+    fig = new_figure(12.0 if has_image else 8.0, 4.5)
+    ax = fig.add_subplot(1, 2 if has_image else 1, 1)
+    y = np.arange(len(rows))
+    ax.barh(y, [r["mean_ppm"] for r in rows], xerr=[r["sd_ppm"] for r in rows],
+            color=["tab:red" if (r["z"] is not None and abs(r["z"]) >= 2) else "tab:blue"
+                   for r in rows], alpha=0.8)
+    ax.set_yticks(y, [r["name"] for r in rows], fontsize=7)
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel(f"chi (ppm) relative to {result.reference['kind']}")
+    ax.set_title("Regional susceptibility (red: |z| >= 2)")
+    if has_image:
+        chi = np.asarray(chi_ppm)
+        labels = np.asarray(labels)
+        # The axial slice crossing the most reported regions.
+        reported = np.isin(labels, [r["label"] for r in rows])
+        counts = [len(np.unique(labels[:, :, z][reported[:, :, z]]))
+                  for z in range(labels.shape[2])]
+        k = int(np.argmax(counts))
+        ax2 = fig.add_subplot(1, 2, 2)
+        ax2.imshow(chi[:, :, k].T, origin="lower", cmap="gray", vmin=-0.15, vmax=0.25)
+        ax2.contour(labels[:, :, k].T, levels=np.unique(labels[:, :, k])[1:] - 0.5,
+                    colors="yellow", linewidths=0.5)
+        ax2.set_title(f"chi (ppm), slice z={k}")
+        ax2.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,123 @@
+"""``qsmkit oximetry``: veins, venous oxygen saturation, OEF and CMRO2 from a chi map."""
+
+from __future__ import annotations
+
+import argparse
+
+from qsmkit.cli.common import add_force
+
+COMMAND = "oximetry"
+ORDER = 63
+HELP = "vein segments: Yv, OEF (and CMRO2 with --cbf) from chi"
+DESCRIPTION = """Segment veins (Frangi vesselness on chi + threshold + connected components),
+trace their centre lines, and convert the centre-line chi of each segment (relative to CSF)
+to venous oxygen saturation: dchi = Hct (dchi_oxy + dchi_do (1 - Yv)), dchi_do = 3.39 ppm
+(Spees 2001), dchi_oxy = -0.10 ppm (Jain 2012). OEF = (Ya - Yv) / Ya; with --cbf,
+CMRO2 = CBF x OEF x CaO2 (umol O2/100 g/min), CaO2 = 1.34 Hb SaO2 + 0.003 PaO2.
+Only segments with a radius of at least 1.5 voxels are 'usable' (partial volume).
+
+Example:
+  qsmkit oximetry run/chi.nii.gz run/mask.nii.gz --labels sim/labels.nii.gz --hct 0.42 \\
+      --cbf 50 -o run/veins.tsv
+
+The CSF reference comes from --csf (a mask), from --labels (labels named CSF or ventricle),
+from --reference-ppm, or else chi is taken as already referenced to CSF.
+Writes OUTPUT (one row per vein segment: id, x, y, z, length_mm, radius_mm, theta_deg,
+chi_ppm, yv, oef, ...), OUTPUT_regions.tsv (per region), OUTPUT.json and OUTPUT.png."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("chi", help="chi map (NIfTI, ppm)")
+    parser.add_argument("mask", help="brain mask (NIfTI)")
+    parser.add_argument("-o", "--output", required=True, help="output table (.tsv)")
+    parser.add_argument("--hct", type=float, default=None,
+                        help="haematocrit, fraction (default 0.42)")
+    parser.add_argument("--ya", type=float, default=None,
+                        help="arterial saturation SaO2 (default 0.98)")
+    parser.add_argument("--hb", type=float, default=None, metavar="G_PER_DL",
+                        help="haemoglobin (default Hct x 33.3 g/dL)")
+    parser.add_argument("--pao2", type=float, default=95.0, metavar="MMHG",
+                        help="arterial O2 partial pressure (95)")
+    parser.add_argument("--cbf", default=None,
+                        help="cerebral blood flow: a number (mL/100 g/min) or a NIfTI map")
+    parser.add_argument("--csf", help="CSF mask used as the chi reference (water)")
+    parser.add_argument("--labels", help="label image: CSF reference and per-region table")
+    parser.add_argument("--lut", help="lookup table of --labels (default: sibling .tsv)")
+    parser.add_argument("--reference-ppm", type=float, default=None,
+                        help="chi of water/CSF in the map (instead of --csf/--labels)")
+    parser.add_argument("--min-radius", type=float, default=None, metavar="MM",
+                        help="smallest usable vein radius (default 1.5 voxels)")
+    parser.add_argument("--b0-dir", default=None,
+                        help="B0 direction in voxel coordinates (default: from the affine)")
+    add_force(parser)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from qsmkit import physiology
+    from qsmkit.analysis import format_tsv, oximetry, roi
+    from qsmkit.cli.common import load_mask, parse_vector3
+    from qsmkit.cli.roi import _sibling_lut, load_chi, print_table, write_analysis_outputs
+    from qsmkit.errors import InputError
+    from qsmkit.geometry import b0_dir_from_affine
+    from qsmkit.io.nifti import load_nifti
+
+    chi, affine, voxel_size = load_chi(args.chi)
+    mask = load_mask(args.mask, chi.shape)
+    b0_dir = (np.asarray(parse_vector3(args.b0_dir, "--b0-dir")) if args.b0_dir
+              else b0_dir_from_affine(affine))
+    labels = names = reference_mask = None
+    if args.labels:
+        data, _, _ = load_nifti(args.labels, dtype=np.float64)
+        labels = np.rint(data[..., 0] if data.ndim == 4 else data).astype(np.int32)
+        lut_path = Path(args.lut) if args.lut else _sibling_lut(Path(args.labels))
+        names = {**roi.default_lut(), **(roi.read_lut(lut_path) if lut_path else {})}
+        if args.csf is None and args.reference_ppm is None:
+            region, _ = roi.reference_mask("csf", labels, names, None)
+            reference_mask = region
+    if args.csf:
+        reference_mask = load_mask(args.csf, chi.shape)
+    cbf = None
+    if args.cbf is not None:
+        try:
+            cbf = float(args.cbf)
+        except ValueError:
+            if not Path(args.cbf).exists():
+                raise InputError(f"--cbf {args.cbf} is neither a number nor a file") from None
+            cbf_map, _, _ = load_nifti(args.cbf)
+            cbf = cbf_map[..., 0] if cbf_map.ndim == 4 else cbf_map
+    hct = physiology.DEFAULT_HCT if args.hct is None else args.hct
+    ya = oximetry.DEFAULT_YA if args.ya is None else args.ya
+    result = oximetry.venous_oximetry(
+        chi, mask, voxel_size, b0_dir=b0_dir, hct=hct, ya=ya, hb_g_per_dl=args.hb,
+        pao2_mmhg=args.pao2, cbf=cbf, reference_mask=reference_mask,
+        reference_ppm=args.reference_ppm, labels=labels, label_names=names,
+        min_radius_mm=args.min_radius,
+    )
+    payload = {"summary": result.summary, "parameters": result.parameters,
+               "rows": result.rows, "regions": result.regions}
+    figure = oximetry.plot_oximetry(result, chi, mask)
+    inputs = [p for p in (args.chi, args.mask, args.csf, args.labels,
+                          args.cbf if isinstance(cbf, np.ndarray) else None) if p]
+    paths = write_analysis_outputs(
+        args.output, format_tsv(result.rows, oximetry.VEIN_COLUMNS), payload, figure,
+        command="oximetry", inputs=inputs, force=args.force,
+        extra_tables={"_regions": format_tsv(result.regions, oximetry.REGION_COLUMNS)},
+    )
+    print_table(result.rows, ("id", "x", "y", "z", "length_mm", "radius_mm", "theta_deg",
+                              "chi_ppm", "yv", "oef", "usable"))
+    s = result.summary
+    if s["yv_length_weighted"] is not None:
+        line = (f"length-weighted Yv {s['yv_length_weighted']:.3f}, OEF {s['oef']:.3f} over "
+                f"{s['n_usable']} usable of {s['n_segments']} segments (Hct {hct}, Ya {ya})")
+        if s["cmro2_umol_per_100g_per_min"] is not None:
+            line += f"; CMRO2 {s['cmro2_umol_per_100g_per_min']:.0f} umol/100 g/min"
+        print(line)
+    else:
+        print(f"no usable vein segment among {s['n_segments']} (radius >= "
+              f"{result.parameters['min_radius_mm']:.2f} mm and 0 < Yv < 1)")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

@@ -1,0 +1,197 @@
+"""``qsmkit roi``: chi statistics, iron and z-scores per labelled region.
+
+Writes OUTPUT (TSV, one row per label: label, name, n_voxels, volume_mm3, mean_ppm,
+median_ppm, sd_ppm, total_ppm_mm3, iron_mg_per_kg, z, ...), a JSON with the same stem
+(summary, reference, parameters, input checksums, rows) and a PNG figure.
+
+The helpers at the end of this module (loading a chi map, writing TSV + JSON + PNG
+atomically) are shared by the other analysis commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qsmkit.cli.common import add_force
+
+COMMAND = "roi"
+ORDER = 60
+HELP = "regional chi, iron and z-scores per label (FreeSurfer aseg, FSL FIRST, phantom)"
+DESCRIPTION = """Statistics of chi per label of a label image on the chi grid.
+
+Examples:
+  qsmkit roi run/chi.nii.gz aseg_in_gre.nii.gz --lut FreeSurferColorLUT.txt -o run/roi.tsv
+  qsmkit roi run/chi.nii.gz sim/labels.nii.gz --reference csf -o run/roi.tsv
+
+Values are relative to --reference: csf (labels named CSF/ventricle), brain (the brain mask
+or all labels), none, or a label number or name; the default 'auto' is csf when such labels
+exist, else brain. Iron uses 0.00097 ppm per mg Fe/kg wet tissue (Langkammer et al.,
+NeuroImage 2012); z-scores compare that iron with the normative table shipped with qsmkit
+(Hallgren & Sourander 1958) or the one given with --normative.
+A lookup table named like the label image (labels.nii.gz -> labels.tsv) is used when --lut is
+not given; otherwise the FreeSurfer aseg names shipped with qsmkit apply."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("chi", help="chi map (NIfTI, ppm), e.g. chi.nii.gz from qsmkit run")
+    parser.add_argument("labels", help="label image on the same grid (integers)")
+    parser.add_argument("-o", "--output", required=True, help="output table (.tsv)")
+    parser.add_argument("--lut", help="lookup table: FreeSurferColorLUT.txt, index/name TSV "
+                        "(labels.tsv, dseg.tsv) or JSON")
+    parser.add_argument("--reference", default="auto",
+                        help="csf, brain, none, or a label number/name (default auto)")
+    parser.add_argument("--mask", help="brain mask (restricts every region; defines 'brain')")
+    parser.add_argument("--erode", type=float, default=0.0, metavar="MM",
+                        help="erode each region by MM before measuring (default 0)")
+    parser.add_argument("--normative", help="normative table TSV replacing the shipped one "
+                        "(columns name, aliases, quantity, mean, sd, ...)")
+    parser.add_argument("--no-z", action="store_true", help="no z-scores")
+    parser.add_argument("--iron-factor", type=float, default=None, metavar="PPM_PER_MG_KG",
+                        help="chi per iron concentration (default 0.00097)")
+    add_force(parser)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from qsmkit.analysis import format_tsv, iron, roi
+    from qsmkit.cli.common import load_mask
+    from qsmkit.errors import InputError
+    from qsmkit.io.nifti import load_nifti
+
+    chi, affine, voxel_size = load_chi(args.chi)
+    labels, _, _ = load_nifti(args.labels, dtype=np.float64)
+    if labels.ndim == 4 and labels.shape[3] == 1:
+        labels = labels[..., 0]
+    lut_path = Path(args.lut) if args.lut else _sibling_lut(Path(args.labels))
+    lut = roi.read_lut(lut_path) if lut_path else None
+    if lut is not None and args.lut is None:
+        # A sibling table may lack numbers the default table knows; merge, sibling first.
+        lut = {**roi.default_lut(), **lut}
+    mask = load_mask(args.mask, chi.shape) if args.mask else None
+    if args.no_z:
+        normative = None
+    elif args.normative:
+        try:
+            normative = iron.load_normative(Path(args.normative).read_text())
+        except OSError as err:
+            raise InputError(f"cannot read --normative {args.normative}: {err}") from None
+    else:
+        normative = "default"
+    options = {}
+    if args.iron_factor is not None:
+        options["ppm_per_mg_per_kg"] = args.iron_factor
+    reference = args.reference
+    result = roi.roi_statistics(chi, np.rint(labels).astype(np.int32), voxel_size, lut=lut,
+                                reference=reference, mask=mask, erode_mm=args.erode,
+                                normative=normative, **options)
+    tsv = format_tsv(result.rows, roi.ROI_COLUMNS)
+    payload = {"summary": result.summary, "reference": result.reference,
+               "parameters": {**result.parameters, "lut": str(lut_path) if lut_path else
+                              "qsmkit/data/freesurfer_aseg_lut.tsv",
+                              "normative": args.normative or ("none" if args.no_z else
+                                                              "qsmkit/data/normative_dgm.tsv")},
+               "rows": result.rows}
+    inputs = [p for p in (args.chi, args.labels, args.mask, lut_path, args.normative) if p]
+    figure = roi.plot_roi(result, chi, labels)
+    paths = write_analysis_outputs(args.output, tsv, payload, figure, command="roi",
+                                   inputs=inputs, force=args.force)
+    print_table(result.rows, ("label", "name", "n_voxels", "mean_ppm", "sd_ppm",
+                              "iron_mg_per_kg", "z"))
+    print(f"reference: {result.reference['description']} = "
+          f"{result.reference['value_ppm']:.4f} ppm")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _sibling_lut(labels_path: Path) -> Path | None:
+    name = labels_path.name
+    for ext in (".nii.gz", ".nii", ".mgz"):
+        if name.endswith(ext):
+            stem = name[: -len(ext)]
+            break
+    else:
+        stem = labels_path.stem
+    for candidate in (labels_path.with_name(stem + ".tsv"), labels_path.with_name(stem + ".json")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+# ---------------------------------------------------------------- shared by analysis commands
+
+
+def load_chi(path):
+    """(chi (X, Y, Z) float32 ppm, affine, voxel_size) from a NIfTI file."""
+    from qsmkit.errors import InputError
+    from qsmkit.geometry import voxel_size_from_affine
+    from qsmkit.io.nifti import load_nifti
+
+    chi, affine, _ = load_nifti(path)
+    if chi.ndim == 4 and chi.shape[3] == 1:
+        chi = chi[..., 0]
+    if chi.ndim != 3:
+        raise InputError(f"the chi map {path} must be 3D, got shape {chi.shape}")
+    return chi, affine, voxel_size_from_affine(affine)
+
+
+def output_paths(output) -> tuple[Path, Path, Path]:
+    """(TSV, JSON, PNG) paths sharing the stem of ``output``."""
+    out = Path(output)
+    if out.suffix.lower() != ".tsv":
+        out = out.with_name(out.name + ".tsv") if out.suffix == "" else out.with_suffix(".tsv")
+    return out, out.with_suffix(".json"), out.with_suffix(".png")
+
+
+def write_analysis_outputs(output, tsv_text: str, payload: dict, figure, *, command: str,
+                           inputs=(), force: bool = False, extra_tables: dict | None = None,
+                           extra_files: dict | None = None) -> list[Path]:
+    """Write OUTPUT.tsv, OUTPUT.json (payload + provenance) and OUTPUT.png atomically.
+
+    ``extra_tables`` maps a suffix (``"_regions"``) to more TSV text; ``extra_files`` maps a
+    file name to a callable writing it given its staged path.
+    """
+    import time
+
+    from qsmkit import __version__
+    from qsmkit.io.output import staged_output
+    from qsmkit.io.provenance import sha256_file, to_json
+
+    tsv, js, png = output_paths(output)
+    record = {
+        "qsmkit_version": __version__, "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": {str(p): sha256_file(p) for p in inputs if p and Path(p).exists()},
+        **payload,
+    }
+    written = []
+    with staged_output(tsv.parent, force=force,
+                       protect=[Path(p) for p in inputs if p]) as stage:
+        (stage / tsv.name).write_text(tsv_text)
+        (stage / js.name).write_text(to_json(record) + "\n")
+        figure.savefig(stage / png.name, dpi=110)
+        written += [tsv, js, png]
+        for suffix, text in (extra_tables or {}).items():
+            name = tsv.stem + suffix + ".tsv"
+            (stage / name).write_text(text)
+            written.append(tsv.with_name(name))
+        for name, writer in (extra_files or {}).items():
+            writer(stage / name)
+            written.append(tsv.with_name(name))
+    return written
+
+
+def print_table(rows, columns, *, digits: int = 4, limit: int = 60) -> None:
+    """Aligned plain-text table on stdout (the TSV holds every column)."""
+    from qsmkit.analysis import _format_cell
+
+    cells = [[str(c) for c in columns]]
+    for row in rows[:limit]:
+        cells.append([_format_cell(row.get(c), digits) for c in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for r in cells:
+        print("  ".join(v.rjust(w) if k else v.ljust(w) for k, (v, w) in
+                        enumerate(zip(r, widths, strict=True))))
+    if len(rows) > limit:
+        print(f"... {len(rows) - limit} more rows in the TSV")

@@ -1,0 +1,155 @@
+"""Focal lesion detection on synthetic spheres and cylinders with exact truths, and the phantom."""
+
+import json
+
+import numpy as np
+import pytest
+
+from qsmkit.analysis import lesions
+from qsmkit.errors import InputError
+
+SHAPE = (64, 64, 48)
+
+
+def _grid():
+    return np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in SHAPE], indexing="ij"), -1)
+
+
+def _ball(centre, radius):
+    return np.linalg.norm(_grid() - np.asarray(centre, float), axis=-1) <= radius
+
+
+def _rod(start, end, radius):
+    g = _grid()
+    a, b = np.asarray(start, float), np.asarray(end, float)
+    t = np.clip(((g - a) @ (b - a)) / ((b - a) @ (b - a)), 0, 1)
+    return np.linalg.norm(g - (a + t[..., None] * (b - a)), axis=-1) <= radius
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rng = np.random.default_rng(7)
+    chi = (-0.03 + rng.normal(0, 0.01, SHAPE)).astype(np.float32)
+    truth = {
+        "bleed_a": ((16, 16, 24), 2.5, 0.8),
+        "bleed_b": ((48, 18, 14), 3.5, 0.5),
+        "calc": ((16, 48, 30), 3.0, -1.2),
+    }
+    for centre, radius, dchi in truth.values():
+        chi[_ball(centre, radius)] += dchi
+    # A mixed lesion: paramagnetic upper half, diamagnetic lower half, zero net moment.
+    mixed = _ball((46, 46, 34), 3.0)
+    z = _grid()[..., 2]
+    chi[mixed & (z > 34)] += 0.8
+    chi[mixed & (z < 34)] -= 0.8
+    vein = _rod((30, 4, 6), (36, 60, 40), 1.6)
+    chi[vein] = 0.45
+    mask = np.zeros(SHAPE, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    return chi, mask, truth, vein
+
+
+def _at(result, centre, tol=2.0):
+    for row in result.rows:
+        if np.linalg.norm(np.array([row["x"], row["y"], row["z"]]) - centre) <= tol:
+            return row
+    return None
+
+
+def test_classes_moments_and_vein_rejection(scene):
+    chi, mask, truth, vein = scene
+    res = lesions.detect_lesions(chi, mask, (1.0, 1.0, 1.0))
+    for name, (centre, radius, dchi) in truth.items():
+        row = _at(res, centre)
+        assert row is not None, name
+        assert row["class"] == ("microbleed" if dchi > 0 else "calcification"), name
+        volume = float(_ball(centre, radius).sum())
+        # Moment of the source relative to its shell: dchi x volume (ppm mm^3), within 5 %.
+        assert row["moment_ppm_mm3"] == pytest.approx(dchi * volume, rel=0.05), name
+        assert row["mean_ppm"] == pytest.approx(dchi, rel=0.1), name
+        assert row["volume_mm3"] == pytest.approx(volume, rel=0.1), name
+    mixed = _at(res, (46, 46, 34), tol=3.0)
+    assert mixed is not None and mixed["class"] == "indeterminate"
+    vein_rows = [r for r in res.rows if vein[int(round(r["x"])), int(round(r["y"])),
+                                            int(round(r["z"]))]]
+    assert vein_rows and all(r["class"] == "vein" for r in vein_rows)
+    assert res.summary["counts"]["microbleed"] == 2
+    assert res.summary["counts"]["calcification"] == 1
+    assert set(lesions.LESION_COLUMNS) == set(res.rows[0])
+    assert res.finding_labels.max() == len(res.rows)
+
+
+def test_shape_measures_separate_ball_from_tube(scene):
+    chi, mask, truth, vein = scene
+    res = lesions.detect_lesions(chi, mask, (1.0, 1.0, 1.0), vessel_tree=False)
+    bleed = _at(res, truth["bleed_b"][0])
+    assert bleed["tubularity"] < 0.3 and bleed["elongation"] < 1.5
+    vein_row = max((r for r in res.rows if r["class"] == "vein"), key=lambda r: r["n_voxels"])
+    assert vein_row["elongation"] > 5
+
+
+def test_evaluation_against_reference(scene):
+    chi, mask, truth, vein = scene
+    res = lesions.detect_lesions(chi, mask, (1.0, 1.0, 1.0))
+    ref = [{"id": i, "kind": "microbleed" if d > 0 else "calcification", "center_vox": c,
+            "radius_mm": r} for i, (c, r, d) in enumerate(truth.values(), start=1)]
+    veins = [{"start_vox": (30, 4, 6), "end_vox": (36, 60, 40), "radius_mm": 1.6}]
+    ev = lesions.evaluate_lesions(res, ref, veins, (1.0, 1.0, 1.0))
+    assert ev["tp"] == 3 and ev["fn"] == 0 and ev["fp"] == 0
+    assert ev["sensitivity"] == 1.0 and ev["sensitivity_ci"][0] == pytest.approx(0.4385, abs=1e-3)
+    assert ev["specificity"] == 1.0 and ev["veins_called_lesion"] == []
+    assert ev["vein_derived_findings"]
+    assert ev["auc"] == 1.0
+    # A wrongly labelled reference lowers sensitivity.
+    wrong = [dict(ref[0], kind="calcification")] + ref[1:]
+    assert lesions.evaluate_lesions(res, wrong, veins, (1, 1, 1))["tp"] == 2
+
+
+def test_noise_estimate_and_bad_inputs(scene):
+    chi, mask, _, _ = scene
+    sigma = lesions.noise_sigma_ppm(chi, mask, (1, 1, 1))
+    assert 0.006 < sigma < 0.012  # white noise 0.01 minus what the smoothing keeps
+    with pytest.raises(InputError):
+        lesions.detect_lesions(chi, np.zeros(SHAPE, bool), (1, 1, 1))
+    with pytest.raises(InputError):
+        lesions.detect_lesions(chi, mask[:, :, :10], (1, 1, 1))
+
+
+def test_phantom_truth_all_lesions_right_sign_no_vein_called_bleed():
+    phantom = pytest.importorskip("qsmkit.phantom")
+    ph = phantom.head_phantom((96, 96, 96), (2.0, 2.0, 2.0), seed=0)
+    res = lesions.detect_lesions(ph.chi_ppm, ph.brain_mask, ph.voxel_size)
+    ev = lesions.evaluate_lesions(res, ph.lesions, ph.veins, ph.voxel_size)
+    assert ev["sensitivity"] == 1.0, ev["per_lesion"]
+    assert ev["veins_called_lesion"] == []
+    assert ev["fp"] == 0
+    for item in ev["per_lesion"]:
+        les = next(x for x in ph.lesions if x["id"] == item["lesion_id"])
+        expected = (les["chi_ppm"] + 0.03) * les["radius_mm"] ** 3 * 4 / 3 * np.pi
+        assert np.sign(item["moment_ppm_mm3"]) == np.sign(expected)
+        assert item["moment_ppm_mm3"] == pytest.approx(expected, rel=0.35)
+
+
+def test_cli_lesions_with_truth_table(tmp_path, scene):
+    from qsmkit.cli.main import main
+    from qsmkit.io.nifti import load_nifti, save_nifti
+
+    chi, mask, truth, _ = scene
+    save_nifti(tmp_path / "chi.nii.gz", chi, np.eye(4))
+    save_nifti(tmp_path / "mask.nii.gz", mask, np.eye(4))
+    lines = ["kind\tx\ty\tz\tradius_mm\tx1\ty1\tz1"]
+    for c, r, d in truth.values():
+        lines.append(f"{'microbleed' if d > 0 else 'calcification'}\t{c[0]}\t{c[1]}\t{c[2]}\t"
+                     f"{r}\t\t\t")
+    lines.append("vein\t30\t4\t6\t1.6\t36\t60\t40")
+    (tmp_path / "truth.tsv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "lesions.tsv"
+    assert main(["lesions", str(tmp_path / "chi.nii.gz"), str(tmp_path / "mask.nii.gz"),
+                 "--truth", str(tmp_path / "truth.tsv"), "-o", str(out)]) == 0
+    header = out.read_text().splitlines()[0].split("\t")
+    assert header[:8] == ["id", "x", "y", "z", "volume_mm3", "mean_ppm", "moment_ppm_mm3",
+                          "class"]
+    payload = json.loads(out.with_suffix(".json").read_text())
+    assert payload["evaluation"]["sensitivity"] == 1.0
+    labels, _, _ = load_nifti(tmp_path / "lesions_labels.nii.gz")
+    assert labels.max() == len(payload["rows"])
