@@ -176,6 +176,7 @@ _HEAD_AXES = (70.0, 84.0, 80.0)
 _SKULL_AXES = (65.0, 79.0, 75.0)
 _INNER_AXES = (59.0, 73.0, 69.0)
 _BRAIN_AXES = (56.0, 70.0, 66.0)
+_FLOOR_START_Y = 20.0  # posterior edge of the anterior cranial fossa floor
 _NECK_CENTRE_Y, _NECK_AXES, _NECK_TOP = -8.0, (40.0, 45.0), -40.0
 _SINUS_CENTRE, _SINUS_AXES = (0.0, 52.0, -14.0), (14.0, 10.0, 9.0)
 _VENTRICLE_CENTRE, _VENTRICLE_AXES = (9.0, 0.0, 22.0), (4.5, 24.0, 8.0)
@@ -318,7 +319,8 @@ def _ellipsoid_rho2(X, Y, Z, centre, axes):
 
 def _floor_ok(Y, Z, offset):
     """Above the anterior cranial fossa floor (reference mm), raised by ``offset`` mm."""
-    floor = np.where(Y > 20.0, -16.0 + 0.45 * (Y - 20.0), -np.inf).astype(np.float32)
+    floor = np.where(Y > _FLOOR_START_Y, -16.0 + 0.45 * (Y - _FLOOR_START_Y),
+                     -np.inf).astype(np.float32)
     return Z > floor + np.float32(offset)
 
 
@@ -422,8 +424,9 @@ def head_phantom(
     labels[head] = SCALP
     labels[_ellipsoid_rho2(X, Y, Z, _HEAD_CENTRE, _SKULL_AXES) <= 1.0] = SKULL
     inner = _ellipsoid_rho2(X, Y, Z, _HEAD_CENTRE, _INNER_AXES) <= 1.0
-    # Below the anterior cranial fossa: a 6 mm bony floor, then orbit/nasal soft tissue.
-    labels[inner & ~_floor_ok(Y, Z, -6.0)] = SOFT
+    # Below the anterior cranial fossa: a 6 mm bony floor, then orbit/nasal soft tissue,
+    # closed behind by a 6 mm bony wall (the sphenoid) so no soft tissue touches the brain.
+    labels[inner & ~_floor_ok(Y, Z, -6.0) & (Y > np.float32(_FLOOR_START_Y + 6.0))] = SOFT
     intracranial = inner & _floor_ok(Y, Z, 0.0)
     del inner
     labels[intracranial] = CSF
