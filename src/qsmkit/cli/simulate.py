@@ -40,10 +40,10 @@ HEAD_DEFAULTS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("outdir", help="output folder (created; never overwritten without --force)")
     parser.add_argument(
-        "--shape", default=None, help="grid size X,Y,Z (default 128,128,128; liver: its own)"
+        "--shape", default=None, help="grid size X,Y,Z (default 128,128,128; liver 64,48,16)"
     )
     parser.add_argument(
-        "--voxel-size", default=None, help="voxel size in mm (default 1.5,1.5,1.5; liver 4,4,6)"
+        "--voxel-size", default=None, help="voxel size in mm (default 1.5,1.5,1.5; liver 6,6,6)"
     )
     parser.add_argument("--b0", type=float, default=3.0, help="field strength in tesla (3.0)")
     parser.add_argument(
