@@ -153,3 +153,29 @@ def test_cli_lesions_with_truth_table(tmp_path, scene):
     assert payload["evaluation"]["sensitivity"] == 1.0
     labels, _, _ = load_nifti(tmp_path / "lesions_labels.nii.gz")
     assert labels.max() == len(payload["rows"])
+
+
+def test_two_bleeds_bridged_by_a_streak_are_two_findings():
+    """Two bleeds 12 mm apart (as microbleeds 1 and 3 of the head phantom) with a dark QSM
+    streak between them that comes within 1 mm of both: the streak joins the stronger bleed
+    (its source), but it must not chain the two bleeds into one (elongated, 'vein') finding."""
+    rng = np.random.default_rng(3)
+    chi = (-0.03 + rng.normal(0, 0.01, SHAPE)).astype(np.float32)
+    weak, strong = np.array([30.0, 30.0, 30.0]), np.array([30.0, 30.0, 18.0])
+    chi[_ball(weak, 3.0)] += 0.6
+    chi[_ball(strong, 3.5)] += 1.2
+    streak = (((_grid() - (weak + strong) / 2) / (1.6, 1.6, 3.0)) ** 2).sum(-1) <= 1
+    chi[streak] -= 0.4
+    mask = np.zeros(SHAPE, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    res = lesions.detect_lesions(chi, mask, (1.0, 1.0, 1.0), vessel_tree=False)
+    for centre, radius, dchi in ((weak, 3.0, 0.6), (strong, 3.5, 1.2)):
+        row = _at(res, centre)
+        assert row is not None and row["class"] == "microbleed", row
+        assert row["elongation"] < 1.5
+        volume = float(_ball(centre, radius).sum())
+        assert row["moment_ppm_mm3"] == pytest.approx(dchi * volume, rel=0.15)
+    assert res.summary["counts"]["microbleed"] == 2
+    # The streak belongs to the stronger source's finding, not a finding of its own.
+    assert res.summary["counts"]["calcification"] == 0
+    assert res.summary["counts"]["indeterminate"] == 0

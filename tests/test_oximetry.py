@@ -176,3 +176,37 @@ def test_cli_oximetry(tmp_path, scene):
     assert (tmp_path / "veins_regions.tsv").exists()
     assert main(["oximetry", str(tmp_path / "chi.nii.gz"), str(tmp_path / "mask.nii.gz"),
                  "--cbf", "fast", "-o", str(tmp_path / "v2.tsv")]) == 2
+
+
+def test_ellipsoidal_nucleus_next_to_vein_is_not_a_vein():
+    """A deep grey nucleus the size and shape of the substantia nigra (an ellipsoid of
+    semi-axes 4 x 8 x 3.5 mm, +0.15 ppm) leaves a rod-like ridge of vesselness inside it; it is
+    as long as it is wide (length / diameter ~2) and must not be a vein, whereas a medullary
+    vein of radius 2 mm and length 20 mm (length / diameter 5) next to it must stay one."""
+    rng = np.random.default_rng(11)
+    g = _grid()
+    chi = rng.normal(0, 0.005, SHAPE).astype(np.float32)
+    nucleus = (((g - (26, 36, 24)) / (4.0, 8.0, 3.5)) ** 2).sum(-1) <= 1
+    chi[nucleus] += 0.15
+    vein = _rod((36, 26, 24), (36, 46, 24), 2.0)  # 6 mm from the nucleus, parallel to it
+    chi[vein] = physiology.blood_chi_ppm(0.6, HCT)
+    mask = np.ones(SHAPE, bool)
+    seg = ox.segment_veins(chi, mask, (1, 1, 1))
+    assert not (seg.mask & nucleus).any()
+    assert (seg.mask & vein).sum() >= 0.3 * vein.sum()
+    res = ox.venous_oximetry(chi, mask, (1, 1, 1), hct=HCT)
+    assert len(res.rows) == 1
+    row = res.rows[0]
+    assert vein[int(round(row["x"])), int(round(row["y"])), int(round(row["z"]))]
+    assert row["usable"] and row["yv"] == pytest.approx(0.6, abs=0.01)
+    assert row["aspect"] >= 3.0 and row["cross_section_ratio"] < 1.5
+    assert res.summary["yv_length_weighted"] == pytest.approx(0.6, abs=0.01)
+    # The nucleus is rejected by its shape, not by its contrast: without the tube test the
+    # same segmentation keeps it (length / diameter ~2 < 3).
+    loose = ox.segment_veins(chi, mask, (1, 1, 1), min_aspect=0.0,
+                             max_cross_section_ratio=np.inf)
+    assert (loose.mask & nucleus).any()
+    short = ox.venous_oximetry(chi, mask, (1, 1, 1), hct=HCT, segmentation=loose)
+    blob = [r for r in short.rows
+            if nucleus[int(round(r["x"])), int(round(r["y"])), int(round(r["z"]))]]
+    assert blob and all(not r["usable"] and r["aspect"] < 3.0 for r in blob)

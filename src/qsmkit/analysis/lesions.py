@@ -13,8 +13,12 @@ Method
    basins (a bleed next to a vein, joined by the blur of the reconstruction). The core of each
    piece is the part above half its peak contrast, connected to the peak (the source without
    the low streaks QSM leaves around it).
-2. Findings. Components of opposite sign closer than ``merge_gap_mm`` are one finding: QSM
-   surrounds a strong source with opposite-sign streaks, and a mixed lesion has both signs.
+2. Findings. QSM surrounds a strong source with opposite-sign streaks, and a mixed lesion has
+   both signs: pieces are visited by decreasing strength (integrated contrast), and a piece
+   joins the finding of the strongest opposite-sign piece already placed within
+   ``merge_gap_mm`` of it, else starts a finding. A streak thus joins its source, but two
+   sources of one sign with a weaker streak between them (two bleeds a centimetre apart)
+   stay two findings; grouping every opposite-sign pair transitively would chain them.
 3. Measurement against a surrounding shell. The region of a finding is its pieces (their
    full extent) dilated by ``margin_mm`` (to hold the reconstruction's blur); the shell is the next
    ``shell_mm`` outside it, other candidates excluded; ``reference_ppm`` is the median chi of
@@ -147,19 +151,45 @@ def _half_max_core(contrast: np.ndarray, piece: np.ndarray, fraction: float,
     return core == core[peak_idx]
 
 
-def _union_find(n):
-    parent = list(range(n))
+def _group_pieces(parts, voxel_size, gap_mm: float, step: float) -> list[list[int]]:
+    """Group candidate pieces into findings.
 
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    Pieces are visited by decreasing strength (integrated contrast). A piece joins the
+    finding of the strongest opposite-sign piece already placed within ``gap_mm`` of it (the
+    streaks QSM leaves around a source, or the weaker half of a mixed lesion); otherwise it
+    starts a finding. Every piece in a finding is thus connected to its strongest piece through
+    opposite-sign neighbours each stronger than the next, so two same-sign sources bridged by a
+    weaker streak (two bleeds a centimetre apart with a dark streak between them) stay two
+    findings, whereas transitive (union-find) grouping would chain them into one.
+    """
+    from scipy.spatial import cKDTree
 
-    def union(i, j):
-        parent[find(i)] = find(j)
-
-    return find, union
+    vs = np.asarray(voxel_size, float)
+    trees = [cKDTree(part[1] * vs) for part in parts]
+    order = sorted(range(len(parts)), key=lambda k: -parts[k][3])
+    group_of: dict[int, int] = {}
+    groups: list[list[int]] = []
+    placed: list[int] = []
+    for k in order:
+        best = None
+        for j in placed:  # in decreasing strength: the first neighbour found is the strongest
+            if parts[j][0] == parts[k][0]:
+                continue
+            lo = np.maximum(parts[j][1].min(0), parts[k][1].min(0)) * vs
+            hi = np.minimum(parts[j][1].max(0), parts[k][1].max(0)) * vs
+            if np.any(lo - hi > gap_mm + step):
+                continue
+            if trees[j].sparse_distance_matrix(trees[k], gap_mm + 1e-6).nnz:
+                best = j
+                break
+        if best is None:
+            group_of[k] = len(groups)
+            groups.append([k])
+        else:
+            group_of[k] = group_of[best]
+            groups[group_of[k]].append(k)
+        placed.append(k)
+    return groups
 
 
 def detect_lesions(
@@ -222,11 +252,10 @@ def detect_lesions(
     if edge_mm > 0:
         seeds_allowed = ndi.distance_transform_edt(mask, sampling=vs) > edge_mm
 
-    from scipy.spatial import cKDTree
     from skimage.filters import apply_hysteresis_threshold
 
     structure = np.ones((3, 3, 3), bool)
-    parts = []  # (sign, (N, 3) voxel indices, (M, 3) core voxel indices)
+    parts = []  # (sign, (N, 3) voxel indices, (M, 3) core voxel indices, strength)
     contrasts = {}
     all_candidates = np.zeros(chi.shape, bool)
     background = ox.local_background(chi, mask, vs, background_radius_mm)
@@ -249,25 +278,14 @@ def detect_lesions(
                 core = _half_max_core(contrast[slc], piece, core_fraction, low)
                 offset = [sl.start for sl in slc]
                 idx = np.argwhere(piece) + offset
-                parts.append((sign, idx, np.argwhere(core) + offset))
+                strength = float(contrast[slc][piece].sum()) * voxel_mm3
+                parts.append((sign, idx, np.argwhere(core) + offset, strength))
                 all_candidates[tuple(idx.T)] = True
 
-    # Group opposite-sign components within merge_gap_mm of each other.
-    find, union = _union_find(len(parts))
-    trees = [cKDTree(part[1] * vs) for part in parts]
-    for a in range(len(parts)):
-        for b in range(a + 1, len(parts)):
-            if parts[a][0] == parts[b][0]:
-                continue
-            lo = np.maximum(parts[a][1].min(0), parts[b][1].min(0)) * vs
-            hi = np.minimum(parts[a][1].max(0), parts[b][1].max(0)) * vs
-            if np.any(lo - hi > merge_gap_mm + step):
-                continue
-            if trees[a].sparse_distance_matrix(trees[b], merge_gap_mm + 1e-6).nnz:
-                union(a, b)
-    groups: dict[int, list[int]] = {}
-    for k in range(len(parts)):
-        groups.setdefault(find(k), []).append(k)
+    # Group each piece with the opposite-sign pieces within merge_gap_mm that are stronger
+    # than it: streaks (and the weaker half of a mixed lesion) join the source that makes
+    # them, but two sources of one sign bridged by a weaker streak stay two findings.
+    groups = _group_pieces(parts, vs, merge_gap_mm, step)
 
     tree_mask = None
     if vessel_tree is not False:
@@ -278,7 +296,7 @@ def detect_lesions(
     sigmas_vox = [1.0, 1.5, 2.0, 3.0]
     finding_labels = np.zeros(chi.shape, np.int32)
     rows, rejected, regions = [], [], []
-    for members in groups.values():
+    for members in groups:
         pts = np.concatenate([parts[k][1] for k in members])
         box = _padded_box(pts, margin_mm + 2 * shell_mm, vs, chi.shape)
         origin = np.array([b.start for b in box])

@@ -5,16 +5,22 @@ Pipeline
 1. Vein segmentation (:func:`segment_veins`): local contrast ``chi - background`` (grey
    morphological alternating sequential filters remove structures narrower than a box,
    leaving the smooth tissue background), Frangi vesselness of that contrast (bright tubes;
-   blobs and plates such as deep grey nuclei are suppressed), a threshold on both, and
-   connected elongated components of at least ``min_length_mm``.
+   blobs and plates are suppressed), a threshold on both, and connected elongated components
+   of at least ``min_length_mm`` that are tubes: at least one branch of the component is at
+   least ``min_aspect`` (3) diameters long with a round cross-section, measured on the
+   half-maximum contrast around its centre line. The vesselness of an elongated deep grey
+   nucleus (globus pallidus, substantia nigra: ellipsoids 1-2 cm long, about as long as they
+   are wide) is a thin rod-like ridge, so the shape of the thresholded mask alone would let
+   it through.
 2. Centre lines: 3D skeleton (Lee 1994, scikit-image) split at branch points into segments.
-   Per segment: length (minimum spanning tree of the centre-line voxels), radius (Euclidean
-   distance to the vein wall at the centre line), orientation (principal axis) and its angle to
-   B0.
+   Per segment: length (along the sub-voxel centre line), radius (cross-section of the
+   half-maximum tube, ``A = pi r^2``), cross-section ratio, orientation (principal axis) and its
+   angle to B0.
 3. Susceptibility: median chi over the centre-line voxels away from the segment ends, minus the
    reference (CSF, taken as water). Only segments with ``radius_mm >= min_radius_mm`` are
    ``usable``: thinner veins lose chi to partial volume and to the regularisation of the
-   inversion.
+   inversion; and only tubes (``length >= min_aspect x diameter``, cross-section ratio at most
+   ``max_cross_section_ratio``): the chi of a short stub or a blob is not that of a vein.
 4. Physiology (:mod:`qsmkit.physiology`): ``dchi = Hct (dchi_oxy + dchi_do (1 - Yv))`` with
    dchi_do = 3.39 ppm (Spees 2001) and dchi_oxy = -0.10 ppm (Jain 2012), so
    ``Yv = 1 - (dchi / Hct - dchi_oxy) / dchi_do``; ``OEF = (Ya - Yv) / Ya``;
@@ -52,7 +58,8 @@ from qsmkit.errors import InputError
 
 VEIN_COLUMNS = (
     "id", "x", "y", "z", "length_mm", "radius_mm", "theta_deg", "chi_ppm", "yv", "oef",
-    "n_centreline", "usable", "cmro2_umol_per_100g_per_min", "region",
+    "n_centreline", "aspect", "cross_section_ratio", "usable", "cmro2_umol_per_100g_per_min",
+    "region",
 )
 REGION_COLUMNS = (
     "region", "n_segments", "n_usable", "length_mm", "yv", "oef", "cbf_ml_per_100g_per_min",
@@ -220,6 +227,9 @@ def segment_veins(
     min_length_mm: float = 6.0,
     min_elongation: float = 2.5,
     min_slenderness: float = 4.0,
+    min_aspect: float = 3.0,
+    max_cross_section_ratio: float = 2.0,
+    max_radius_mm: float = 10.0,
 ) -> VeinSegmentation:
     """Segment veins (paramagnetic tubes) of a chi map.
 
@@ -230,7 +240,18 @@ def segment_veins(
     ``L / (r sqrt 3)`` for a cylinder and 1 for a ball, at least ``min_elongation``) or, for
     branched trees (some slab across the main axis cuts them in several pieces), slender
     (skeleton length over twice the largest inscribed radius at least ``min_slenderness``).
-    This removes microbleeds and deep grey nuclei that the vesselness lets through.
+    This removes microbleeds and most blobs that the vesselness lets through.
+
+    The vesselness mask of an elongated blob is a thin ridge inside it, so the shape of the
+    mask is not enough: a deep grey nucleus (an ellipsoid 1-2 cm long, such as the globus
+    pallidus or the substantia nigra) leaves a rod-like ridge. The object itself is measured:
+    each component is split into branches (:func:`vein_branches`) and the half-maximum
+    contrast tube around each centre line gives its radius and cross-section
+    (:func:`measure_branch`). A component is kept only if at least one branch is a tube
+    (:func:`is_tube`): length at least ``min_aspect`` diameters and a round cross-section
+    (``sqrt(l1/l2)`` of its in-plane moments at most ``max_cross_section_ratio``). A nucleus
+    is about as long as it is wide (length/diameter about 1.5-2.2 in the phantom and in vivo);
+    the veins used for oximetry are tubes many diameters long. Set ``min_aspect=0`` to skip.
     """
     chi = check_chi(chi_ppm)
     vs = check_voxel_size(voxel_size)
@@ -255,15 +276,30 @@ def segment_veins(
         elif not _is_simple_tube(np.argwhere(local), vs, float(np.mean(vs))):
             keep[i] = slenderness(local, vs) >= min_slenderness
     veins = keep[comps]
-    comps, _ = ndi.label(veins, structure=np.ones((3, 3, 3), bool))
-    return VeinSegmentation(
-        mask=veins, components=comps, vesselness=vness, contrast_ppm=contrast,
-        parameters={"radii_mm": list(radii_mm), "background_radius_mm": background_radius_mm,
-                    "min_contrast_ppm": min_contrast_ppm,
-                    "vesselness_fraction": vesselness_fraction,
-                    "min_length_mm": min_length_mm, "min_elongation": min_elongation,
-                    "min_slenderness": min_slenderness},
-    )
+    comps, n = ndi.label(veins, structure=np.ones((3, 3, 3), bool))
+    parameters = {"radii_mm": list(radii_mm), "background_radius_mm": background_radius_mm,
+                  "min_contrast_ppm": min_contrast_ppm,
+                  "vesselness_fraction": vesselness_fraction,
+                  "min_length_mm": min_length_mm, "min_elongation": min_elongation,
+                  "min_slenderness": min_slenderness, "min_aspect": min_aspect,
+                  "max_cross_section_ratio": max_cross_section_ratio,
+                  "max_radius_mm": max_radius_mm}
+    if n and (min_aspect > 0 or np.isfinite(max_cross_section_ratio)):
+        draft = VeinSegmentation(mask=veins, components=comps, vesselness=vness,
+                                 contrast_ppm=contrast, parameters=parameters)
+        tubular = np.zeros(n + 1, bool)
+        for branch in vein_branches(draft, vs):
+            label = int(comps[tuple(branch.voxels[0])])
+            if tubular[label]:
+                continue
+            radius, _, cross = measure_branch(branch, contrast, mask, vs,
+                                              max_radius_mm=max_radius_mm, vein_mask=veins)
+            tubular[label] = is_tube(branch.length_mm, radius, cross, min_aspect=min_aspect,
+                                     max_cross_section_ratio=max_cross_section_ratio)
+        veins = tubular[comps]
+        comps, _ = ndi.label(veins, structure=np.ones((3, 3, 3), bool))
+    return VeinSegmentation(mask=veins, components=comps, vesselness=vness,
+                            contrast_ppm=contrast, parameters=parameters)
 
 
 _OFFSETS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
@@ -500,15 +536,18 @@ def _sample(volume: np.ndarray, points_mm: np.ndarray, voxel_size) -> np.ndarray
     return ndi.map_coordinates(volume.astype(np.float32), coords, order=1, mode="nearest")
 
 
-def _half_max_radius(contrast, mask, branch: VeinBranch, inner: np.ndarray, voxel_size,
-                     max_radius_mm: float):
-    """Radius (mm) from the cross-section of the half-maximum tube around a centre line.
+def _half_max_tube(contrast, mask, branch: VeinBranch, inner: np.ndarray, voxel_size,
+                   max_radius_mm: float):
+    """Radius (mm) and cross-section ratio of the half-maximum tube around a centre line.
 
     Voxels within ``max_radius_mm`` of the centre line whose top-hat contrast is at least half
     the median centre-line contrast, connected to the centre line, form the tube; the volume of
     the part next to the inner (non-end) centre-line points divided by their length is
     ``pi r^2``. Half maximum keeps the area of a disc blurred by a symmetric point-spread
-    function.
+    function. The cross-section ratio is ``sqrt(l1 / l2)`` of the second moments of that part
+    across the local direction of the centre line (offsets from the nearest centre-line point,
+    its tangent component removed): 1 for a round tube, larger for a flat or split one.
+    Returns ``None`` when there is no tube.
     """
     from scipy.spatial import cKDTree
 
@@ -530,11 +569,81 @@ def _half_max_radius(contrast, mask, branch: VeinBranch, inner: np.ndarray, voxe
     core = tube & (dist <= 0.87 * float(vs.max()))  # half a voxel diagonal
     touching = np.unique(comps[core])
     tube &= np.isin(comps, touching[touching > 0])
-    n_inner = int(np.count_nonzero(tube & inner[owner]))
+    part = tube & inner[owner]
+    n_inner = int(np.count_nonzero(part))
     length = float(np.count_nonzero(inner)) * float(np.mean(vs))
     if n_inner == 0 or length <= 0:
         return None
-    return float(np.sqrt(n_inner * np.prod(vs) / (np.pi * length)))
+    radius = float(np.sqrt(n_inner * np.prod(vs) / (np.pi * length)))
+    return radius, _cross_section_ratio((np.argwhere(part) + lo) * vs, owner[part], centre,
+                                        branch.axis)
+
+
+def _cross_section_ratio(points_mm, owner, centre, axis) -> float:
+    """``sqrt(l1 / l2)`` of the pooled in-plane second moments of tube voxels about their
+    centre-line points (each voxel's offset without its component along the local tangent,
+    minus the mean offset of its centre-line point)."""
+    if len(centre) >= 2:
+        tangent = np.gradient(centre, axis=0)
+        norm = np.linalg.norm(tangent, axis=1, keepdims=True)
+        tangent = np.where(norm > 0, tangent / np.maximum(norm, 1e-12), axis)
+    else:
+        tangent = np.broadcast_to(axis, centre.shape)
+    d = points_mm - centre[owner]
+    t = tangent[owner]
+    q = d - (d * t).sum(axis=1, keepdims=True) * t
+    n = np.bincount(owner, minlength=len(centre)).astype(float)
+    mean = np.stack([np.bincount(owner, weights=q[:, k], minlength=len(centre))
+                     for k in range(3)], axis=1) / np.maximum(n, 1.0)[:, None]
+    q = q - mean[owner]
+    if len(q) < 3:
+        return 1.0
+    ev = np.sort(np.linalg.eigvalsh(q.T @ q / len(q)))[::-1]
+    if ev[1] <= 1e-12:
+        return float("inf") if ev[0] > 1e-12 else 1.0
+    return float(np.sqrt(ev[0] / ev[1]))
+
+
+def measure_branch(branch: VeinBranch, contrast, mask, voxel_size, *,
+                   max_radius_mm: float = 10.0, vein_mask=None):
+    """Radius, inner centre-line points and cross-section ratio of one vein branch.
+
+    The ends of the centre line are excluded by one radius (re-estimated once): the tube is
+    measured where it is a tube, not at its rounded or branching ends. Returns
+    ``(radius_mm, inner, cross_section_ratio)``; ``inner`` is a boolean array over the
+    centre-line points. Without a half-maximum tube the radius falls back to the largest
+    distance of ``vein_mask`` (or the branch voxels) to its wall.
+    """
+    vs = np.asarray(voxel_size, float)
+    step = float(np.mean(vs))
+    centre = branch.centreline_mm
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(centre, axis=0), axis=1))])
+    measured = None
+    margin = step
+    for _ in range(2):
+        inner = (arc >= margin - 1e-6) & (arc <= arc[-1] - margin + 1e-6)
+        if inner.sum() < 3:
+            inner = np.ones(len(centre), bool)
+        measured = _half_max_tube(contrast, mask, branch, inner, vs, max_radius_mm)
+        if measured is None:
+            break
+        margin = max(step, measured[0])
+    if measured is not None:
+        return measured[0], inner, measured[1]
+    if vein_mask is None:
+        vein_mask = np.zeros(contrast.shape, bool)
+        vein_mask[tuple(branch.voxels.T)] = True
+    edt = ndi.distance_transform_edt(vein_mask, sampling=vs)
+    radius = max(0.5 * step, float(edt[tuple(branch.voxels.T)].max()) - 0.5 * step)
+    return radius, inner, 1.0
+
+
+def is_tube(length_mm: float, radius_mm: float, cross_section_ratio: float, *,
+            min_aspect: float, max_cross_section_ratio: float) -> bool:
+    """A vein segment is a tube: its length is at least ``min_aspect`` diameters and its
+    cross-section is round (ratio of its axes at most ``max_cross_section_ratio``)."""
+    return bool(length_mm >= min_aspect * 2.0 * radius_mm
+                and cross_section_ratio <= max_cross_section_ratio)
 
 
 def _region_cbf(cbf_map, labels, names, region, mask, default):
@@ -581,6 +690,8 @@ def venous_oximetry(
     label_names: dict | None = None,
     min_radius_mm: float | None = None,
     max_radius_mm: float = 10.0,
+    min_aspect: float = 3.0,
+    max_cross_section_ratio: float = 2.0,
     segmentation: VeinSegmentation | None = None,
     **segment_options,
 ) -> OximetryResult:
@@ -603,6 +714,10 @@ def venous_oximetry(
     min_radius_mm : segments thinner than this are reported but not ``usable``;
         default 1.5 voxels (mean voxel size), below which partial volume biases chi
     max_radius_mm : largest vein radius looked for around a centre line
+    min_aspect, max_cross_section_ratio : a segment is ``usable`` only if it is a tube: length
+        at least ``min_aspect`` (3) diameters and a round cross-section (ratio of its axes at
+        most ``max_cross_section_ratio``, 2); passed on to :func:`segment_veins`, which drops
+        components with no such branch (deep grey nuclei)
     segmentation : a precomputed :class:`VeinSegmentation` (else :func:`segment_veins` with
         ``segment_options``)
     """
@@ -649,33 +764,25 @@ def venous_oximetry(
         labels = check_same_grid(chi, labels, "the label image").astype(np.int64)
     names = dict(label_names or {})
 
-    seg = segmentation or segment_veins(chi, mask, vs, **segment_options)
+    seg = segmentation or segment_veins(chi, mask, vs, min_aspect=min_aspect,
+                                        max_cross_section_ratio=max_cross_section_ratio,
+                                        max_radius_mm=max_radius_mm, **segment_options)
     branches = vein_branches(seg, vs)
-    step = float(np.mean(vs))
     rows = []
     for number, branch in enumerate(branches, start=1):
         centre = branch.centreline_mm
         theta = float(np.degrees(np.arccos(min(1.0, abs(float(branch.axis @ b0))))))
-        arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(centre, axis=0),
-                                                              axis=1))])
-        radius = None
-        margin = step
-        for _ in range(2):  # ends excluded by one radius, re-estimated once
-            inner = (arc >= margin - 1e-6) & (arc <= arc[-1] - margin + 1e-6)
-            if inner.sum() < 3:
-                inner = np.ones(len(centre), bool)
-            radius = _half_max_radius(seg.contrast_ppm, mask, branch, inner, vs,
-                                      max_radius_mm)
-            if radius is None:
-                break
-            margin = max(step, radius)
-        if radius is None:
-            edt = ndi.distance_transform_edt(seg.mask, sampling=vs)
-            radius = max(0.5 * step, float(edt[tuple(branch.voxels.T)].max()) - 0.5 * step)
+        radius, inner, cross = measure_branch(branch, seg.contrast_ppm, mask, vs,
+                                              max_radius_mm=max_radius_mm,
+                                              vein_mask=seg.mask)
+        aspect = branch.length_mm / (2.0 * radius)
         chi_vein = float(np.median(_sample(chi, centre[inner], vs))) - ref_value
         yv = float(physiology.saturation_from_chi(chi_vein, hct))
         oef = (ya - yv) / ya
-        usable = bool(radius >= min_radius_mm and 0.0 < yv < 1.0 and inner.sum() >= 3)
+        tube = is_tube(branch.length_mm, radius, cross, min_aspect=min_aspect,
+                       max_cross_section_ratio=max_cross_section_ratio)
+        usable = bool(radius >= min_radius_mm and tube and 0.0 < yv < 1.0
+                      and inner.sum() >= 3)
         region = "brain"
         if labels is not None:
             vals = labels[tuple(branch.voxels.T)]
@@ -691,7 +798,8 @@ def venous_oximetry(
             "id": number, "x": float(centroid[0]), "y": float(centroid[1]),
             "z": float(centroid[2]), "length_mm": branch.length_mm,
             "radius_mm": radius, "theta_deg": theta, "chi_ppm": chi_vein, "yv": yv,
-            "oef": oef, "n_centreline": int(inner.sum()), "usable": usable,
+            "oef": oef, "n_centreline": int(inner.sum()), "aspect": float(aspect),
+            "cross_section_ratio": float(cross), "usable": usable,
             "cmro2_umol_per_100g_per_min": cmro2, "region": region,
         })
 
@@ -727,7 +835,8 @@ def venous_oximetry(
     parameters = {
         "hct": hct, "ya": ya, "hb_g_per_dl": hb, "pao2_mmhg": pao2_mmhg,
         "dchi_do_ppm": physiology.DCHI_DO_PPM, "dchi_oxy_ppm": physiology.DCHI_OXY_PPM,
-        "min_radius_mm": min_radius_mm, "b0_dir": b0.tolist(),
+        "min_radius_mm": min_radius_mm, "min_aspect": min_aspect,
+        "max_cross_section_ratio": max_cross_section_ratio, "b0_dir": b0.tolist(),
         "voxel_size_mm": vs.tolist(), "segmentation": seg.parameters,
     }
     return OximetryResult(rows, regions, summary, parameters, seg)

@@ -14,7 +14,9 @@ trace their centre lines, and convert the centre-line chi of each segment (relat
 to venous oxygen saturation: dchi = Hct (dchi_oxy + dchi_do (1 - Yv)), dchi_do = 3.39 ppm
 (Spees 2001), dchi_oxy = -0.10 ppm (Jain 2012). OEF = (Ya - Yv) / Ya; with --cbf,
 CMRO2 = CBF x OEF x CaO2 (umol O2/100 g/min), CaO2 = 1.34 Hb SaO2 + 0.003 PaO2.
-Only segments with a radius of at least 1.5 voxels are 'usable' (partial volume).
+Only tubes are veins: a component needs a branch at least 3 diameters long with a round
+cross-section (deep grey nuclei are as long as they are wide). Segments with a radius of at
+least 1.5 voxels (partial volume) that are such tubes are 'usable'.
 
 Example:
   qsmkit oximetry run/chi.nii.gz run/mask.nii.gz --labels sim/labels.nii.gz --hct 0.42 \\
@@ -47,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chi of water/CSF in the map (instead of --csf/--labels)")
     parser.add_argument("--min-radius", type=float, default=None, metavar="MM",
                         help="smallest usable vein radius (default 1.5 voxels)")
+    parser.add_argument("--min-aspect", type=float, default=3.0, metavar="RATIO",
+                        help="a vein is a tube at least RATIO diameters long (3; deep grey "
+                             "nuclei are about as long as they are wide)")
     parser.add_argument("--b0-dir", default=None,
                         help="B0 direction in voxel coordinates (default: from the affine)")
     add_force(parser)
@@ -95,7 +100,7 @@ def run(args) -> int:
         chi, mask, voxel_size, b0_dir=b0_dir, hct=hct, ya=ya, hb_g_per_dl=args.hb,
         pao2_mmhg=args.pao2, cbf=cbf, reference_mask=reference_mask,
         reference_ppm=args.reference_ppm, labels=labels, label_names=names,
-        min_radius_mm=args.min_radius,
+        min_radius_mm=args.min_radius, min_aspect=args.min_aspect,
     )
     payload = {"summary": result.summary, "parameters": result.parameters,
                "rows": result.rows, "regions": result.regions}
