@@ -141,11 +141,12 @@ def test_registry_names_and_uniform_signature():
 
 # Measured on the 64^3 / 2.5 mm case (own mask): pdf 0.169, lbv 0.077, sharp 0.095,
 # vsharp 0.128, resharp 0.101, ismv 0.076. Kept fraction: 1.0, 0.88, 0.75, 0.82, 0.82, 0.88.
+# V-SHARP's smallest default sphere is two voxels (6 mm here), which keeps 0.71.
 ACCURACY = {
     "pdf": (0.21, 1.0),
     "lbv": (0.10, 0.85),
     "sharp": (0.12, 0.70),
-    "vsharp": (0.16, 0.78),
+    "vsharp": (0.16, 0.69),
     "resharp": (0.13, 0.78),
     "ismv": (0.10, 0.85),
 }
@@ -364,8 +365,9 @@ def test_sharp_mask_is_the_exact_erosion_by_the_sphere(voxel_size):
 def test_vsharp_mask_grows_to_the_smallest_sphere(case, results):
     vs, mask = case["voxel_size"], case["mask"]
     result = results["vsharp"]
-    assert result.info["radii_mm"] == [12.0, 10.0, 8.0, 6.0, 4.0]  # 2 mm < 2.5 mm voxels
-    smallest = scipy.ndimage.binary_erosion(mask, ball(vs, 4.0 * (1 + 1e-6)), border_value=0)
+    # Default radii of at least two voxels: 4 and 2 mm are below 2 x 2.5 mm.
+    assert result.info["radii_mm"] == [12.0, 10.0, 8.0, 6.0]
+    smallest = scipy.ndimage.binary_erosion(mask, ball(vs, 6.0 * (1 + 1e-6)), border_value=0)
     np.testing.assert_array_equal(result.mask, smallest)
     assert result.mask.sum() > sharp(case["total"], mask, vs, radius_mm=12.0).mask.sum()
 

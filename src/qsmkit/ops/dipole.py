@@ -24,7 +24,7 @@ class Dipole(LinearOperator):
         voxel_size: Sequence[float],
         b0_dir: Sequence[float] = (0.0, 0.0, 1.0),
         *,
-        method: str = "kspace",
+        method: str = "auto",
         scale: float = 1.0,
         dtype=np.float32,
     ):
