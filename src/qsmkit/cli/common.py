@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
 from qsmkit.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def parse_floats(text: str, name: str) -> list[float]:
@@ -92,3 +95,267 @@ def read_json(path) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"cannot read JSON {path}: {err}") from None
+
+
+def output_target(text: str, default_name: str) -> tuple[Path, str, bool]:
+    """``(folder, file name, is_file)`` for an ``-o`` value that is a folder or a NIfTI name."""
+    path = Path(text)
+    if path.name.endswith((".nii", ".nii.gz")):
+        return path.parent, path.name, True
+    return path, default_name, False
+
+
+def sidecar_name(nifti_name: str, suffix: str = ".json") -> str:
+    """``mask.nii.gz`` -> ``mask.json`` (BIDS-style sidecar name)."""
+    for ending in (".nii.gz", ".nii"):
+        if nifti_name.endswith(ending):
+            return nifti_name[: -len(ending)] + suffix
+    return nifti_name + suffix
+
+
+def load_volumes(paths, what: str):
+    """Load one 3D/4D NIfTI or several 3D ones (stacked as echoes); returns (data, affine).
+
+    Raises :class:`InputError` when the files do not share one grid.
+    """
+    import numpy as np
+
+    from qsmkit.errors import InputError
+    from qsmkit.io.nifti import load_nifti
+
+    arrays, affine = [], None
+    for path in paths:
+        data, aff, _ = load_nifti(path)
+        if affine is None:
+            affine = aff
+        elif not np.allclose(aff, affine, atol=1e-3):
+            raise InputError(f"{what} files {paths[0]} and {path} have different affines")
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        arrays.append(data)
+    if len(arrays) == 1:
+        data = arrays[0]
+    else:
+        if any(a.ndim != 3 for a in arrays):
+            raise InputError(f"give one 4D {what} file or several 3D files, not a mixture")
+        if len({a.shape for a in arrays}) != 1:
+            raise InputError(f"the {what} files have different shapes")
+        data = np.stack(arrays, axis=-1)
+    if data.ndim not in (3, 4):
+        raise InputError(f"{what} must be 3D or 4D (echoes last), got shape {data.shape}")
+    return data, affine
+
+
+def check_same_grid(name, affine, shape, ref_affine, ref_shape) -> None:
+    """Raise :class:`InputError` unless a volume lies on the reference grid."""
+    import numpy as np
+
+    from qsmkit.errors import InputError
+
+    if tuple(shape[:3]) != tuple(ref_shape[:3]):
+        raise InputError(f"{name} has shape {tuple(shape)}, expected {tuple(ref_shape[:3])}")
+    if not np.allclose(affine, ref_affine, atol=1e-3):
+        raise InputError(f"{name} is not on the grid (affine) of the first input; resample it")
+
+
+def write_volumes(args, output: str, default_name: str, volumes, *, inputs, config, extra):
+    """Write ``volumes`` (``[(suffix, data, affine, description, unit), ...]``; the first has
+    suffix ``""`` and is the main output) atomically with provenance; returns the main path.
+
+    Folder output: ``default_name`` (+ ``<stem><suffix>.nii.gz`` for the others) and
+    ``qsmkit.json``; file output: the file, the others beside it and ``<stem>.json``.
+    """
+    from qsmkit.io.nifti import save_nifti
+    from qsmkit.io.output import staged_output
+    from qsmkit.io.provenance import write_provenance
+
+    folder, name, is_file = output_target(output, default_name)
+    stem = sidecar_name(name, "")
+    with staged_output(folder, force=args.force, protect=[Path(p) for p in inputs]) as stage:
+        for suffix, data, affine, description, unit in volumes:
+            target = name if not suffix else f"{stem}{suffix}.nii.gz"
+            save_nifti(stage / target, data, affine, description=description, unit=unit)
+        command = getattr(args, "command_line", f"qsmkit {args.command}")
+        record = write_provenance(stage, command=command, config=config, inputs=inputs,
+                                  extra=extra)
+        if is_file:
+            record.rename(stage / sidecar_name(name))
+    return folder / name
+
+
+def sibling_lut(labels_path: Path) -> Path | None:
+    name = labels_path.name
+    for ext in (".nii.gz", ".nii", ".mgz"):
+        if name.endswith(ext):
+            stem = name[: -len(ext)]
+            break
+    else:
+        stem = labels_path.stem
+    for candidate in (labels_path.with_name(stem + ".tsv"), labels_path.with_name(stem + ".json")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_chi(path):
+    """(chi (X, Y, Z) float32 ppm, affine, voxel_size) from a NIfTI file."""
+    from qsmkit.errors import InputError
+    from qsmkit.geometry import voxel_size_from_affine
+    from qsmkit.io.nifti import load_nifti
+
+    chi, affine, _ = load_nifti(path)
+    if chi.ndim == 4 and chi.shape[3] == 1:
+        chi = chi[..., 0]
+    if chi.ndim != 3:
+        raise InputError(f"the chi map {path} must be 3D, got shape {chi.shape}")
+    return chi, affine, voxel_size_from_affine(affine)
+
+
+def output_paths(output) -> tuple[Path, Path, Path]:
+    """(TSV, JSON, PNG) paths sharing the stem of ``output``."""
+    out = Path(output)
+    if out.suffix.lower() != ".tsv":
+        out = out.with_name(out.name + ".tsv") if out.suffix == "" else out.with_suffix(".tsv")
+    return out, out.with_suffix(".json"), out.with_suffix(".png")
+
+
+def write_analysis_outputs(output, tsv_text: str, payload: dict, figure, *, command: str,
+                           inputs=(), force: bool = False, extra_tables: dict | None = None,
+                           extra_files: dict | None = None) -> list[Path]:
+    """Write OUTPUT.tsv, OUTPUT.json (payload + provenance) and OUTPUT.png atomically.
+
+    ``extra_tables`` maps a suffix (``"_regions"``) to more TSV text; ``extra_files`` maps a
+    file name to a callable writing it given its staged path.
+    """
+    import time
+
+    from qsmkit import __version__
+    from qsmkit.io.output import staged_output
+    from qsmkit.io.provenance import sha256_file, to_json
+
+    tsv, js, png = output_paths(output)
+    record = {
+        "qsmkit_version": __version__, "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": {str(p): sha256_file(p) for p in inputs if p and Path(p).exists()},
+        **payload,
+    }
+    written = []
+    with staged_output(tsv.parent, force=force,
+                       protect=[Path(p) for p in inputs if p]) as stage:
+        (stage / tsv.name).write_text(tsv_text)
+        (stage / js.name).write_text(to_json(record) + "\n")
+        figure.savefig(stage / png.name, dpi=110)
+        written += [tsv, js, png]
+        for suffix, text in (extra_tables or {}).items():
+            name = tsv.stem + suffix + ".tsv"
+            (stage / name).write_text(text)
+            written.append(tsv.with_name(name))
+        for name, writer in (extra_files or {}).items():
+            writer(stage / name)
+            written.append(tsv.with_name(name))
+    return written
+
+
+def print_table(rows, columns, *, digits: int = 4, limit: int = 60) -> None:
+    """Aligned plain-text table on stdout (the TSV holds every column)."""
+    from qsmkit.analysis import _format_cell
+
+    cells = [[str(c) for c in columns]]
+    for row in rows[:limit]:
+        cells.append([_format_cell(row.get(c), digits) for c in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for r in cells:
+        print("  ".join(v.rjust(w) if k else v.ljust(w) for k, (v, w) in
+                        enumerate(zip(r, widths, strict=True))))
+    if len(rows) > limit:
+        print(f"... {len(rows) - limit} more rows in the TSV")
+
+
+def load_echo_series(paths, name: str):
+    """Stack one 4D or several 3D (or 4D) NIfTI files along the echo axis.
+
+    Returns ``(data (X, Y, Z, E) float32, affine)``; all files must share the grid.
+    """
+    import numpy as np
+
+    from qsmkit.errors import InputError
+    from qsmkit.io.nifti import load_nifti
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    volumes, affine, shape = [], None, None
+    for path in paths:
+        data, aff, _ = load_nifti(path)
+        if data.ndim == 3:
+            data = data[..., None]
+        elif data.ndim == 5 and data.shape[3] == 1:
+            data = data[:, :, :, 0, :]
+        if data.ndim != 4:
+            raise InputError(f"{name} file {path} must be 3D or 4D, got shape {data.shape}")
+        if affine is None:
+            affine, shape = aff, data.shape[:3]
+        elif data.shape[:3] != shape or not np.allclose(aff, affine, atol=1e-4):
+            raise InputError(
+                f"{name} files do not share one grid: {path} differs from "
+                f"{paths[0]} (shape or affine)"
+            )
+        volumes.append(data)
+    data = volumes[0] if len(volumes) == 1 else np.concatenate(volumes, axis=3)
+    return np.ascontiguousarray(data, dtype=np.float32), affine
+
+
+def echo_times_from_sidecars(paths):
+    """Echo times (s) from the JSON sidecars of ``paths``, or ``None`` if any lacks them.
+
+    A sidecar holds ``EchoTimes`` (a list, for a 4D file) or ``EchoTime`` (one value); read
+    with :mod:`qsmkit.io.sidecar`.
+    """
+    from qsmkit.io.sidecar import echo_times_from_sidecar, read_sidecar, sidecar_path
+
+    times: list[float] = []
+    for path in paths:
+        found = echo_times_from_sidecar(read_sidecar(path), sidecar_path(path).name)
+        if found is None:
+            return None
+        times.extend(found)
+    return times
+
+
+def resolve_echo_times(text, path_groups, n_echoes: int):
+    """Echo times from ``--echo-times`` text, else from the sidecars of the first group of
+    files that has them all; checked against ``n_echoes``."""
+    import numpy as np
+
+    from qsmkit.cli.common import parse_echo_times
+    from qsmkit.echo._common import check_echo_times
+    from qsmkit.errors import InputError
+
+    if text:
+        tes = parse_echo_times(text)
+    else:
+        tes = None
+        for paths in path_groups:
+            if paths:
+                found = echo_times_from_sidecars(paths)
+                if found is not None:
+                    tes = np.asarray(found)
+                    break
+        if tes is None:
+            raise InputError(
+                "no echo times: give --echo-times in seconds or put JSON sidecars "
+                "with EchoTime/EchoTimes next to the NIfTI files"
+            )
+    return check_echo_times(tes, n_echoes)
+
+
+def phase_in_radians(phase):
+    """Phase in radians in [-pi, pi) (radians, milliradians or a vendor integer encoding such
+    as Siemens -4096..4095, see :func:`qsmkit.acquisition.phase_to_radians`); returns
+    ``(phase, notes)``."""
+    from qsmkit.acquisition import phase_to_radians
+
+    radians, note = phase_to_radians(phase, what="phase")
+    if note:
+        log.info(note)
+    return radians, [note] if note else []

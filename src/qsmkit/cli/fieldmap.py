@@ -11,7 +11,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from qsmkit.cli.common import add_force
+from qsmkit.cli.common import (
+    add_force,
+    check_same_grid,
+    load_echo_series,
+    phase_in_radians,
+    resolve_echo_times,
+)
 
 COMMAND = "fieldmap"
 ORDER = 22
@@ -95,7 +101,7 @@ def run(args) -> int:
     with timer("load"):
         mag, affine = load_echo_series(args.mag, "--mag")
         phase, phase_affine = load_echo_series(args.phase, "--phase")
-        check_same_grid(mag.shape, affine, phase.shape, phase_affine, "--mag", "--phase")
+        check_same_grid("--phase", phase_affine, phase.shape, affine, mag.shape)
         tes = resolve_echo_times(args.echo_times, [args.phase, args.mag], mag.shape[3])
         phase, notes = phase_in_radians(phase)
         if args.mask:
@@ -148,104 +154,3 @@ def run(args) -> int:
 # -- readers shared by the echo commands ------------------------------------------------
 
 
-def load_echo_series(paths, name: str):
-    """Stack one 4D or several 3D (or 4D) NIfTI files along the echo axis.
-
-    Returns ``(data (X, Y, Z, E) float32, affine)``; all files must share the grid.
-    """
-    import numpy as np
-
-    from qsmkit.errors import InputError
-    from qsmkit.io.nifti import load_nifti
-
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    volumes, affine, shape = [], None, None
-    for path in paths:
-        data, aff, _ = load_nifti(path)
-        if data.ndim == 3:
-            data = data[..., None]
-        elif data.ndim == 5 and data.shape[3] == 1:
-            data = data[:, :, :, 0, :]
-        if data.ndim != 4:
-            raise InputError(f"{name} file {path} must be 3D or 4D, got shape {data.shape}")
-        if affine is None:
-            affine, shape = aff, data.shape[:3]
-        elif data.shape[:3] != shape or not np.allclose(aff, affine, atol=1e-4):
-            raise InputError(
-                f"{name} files do not share one grid: {path} differs from "
-                f"{paths[0]} (shape or affine)"
-            )
-        volumes.append(data)
-    data = volumes[0] if len(volumes) == 1 else np.concatenate(volumes, axis=3)
-    return np.ascontiguousarray(data, dtype=np.float32), affine
-
-
-def check_same_grid(shape_a, affine_a, shape_b, affine_b, name_a: str, name_b: str) -> None:
-    import numpy as np
-
-    from qsmkit.errors import InputError
-
-    if tuple(shape_a) != tuple(shape_b):
-        raise InputError(
-            f"{name_a} shape {tuple(shape_a)} and {name_b} shape "
-            f"{tuple(shape_b)} differ; give matching series"
-        )
-    if not np.allclose(affine_a, affine_b, atol=1e-4):
-        raise InputError(f"{name_a} and {name_b} have different affines (not the same grid)")
-
-
-def echo_times_from_sidecars(paths):
-    """Echo times (s) from the JSON sidecars of ``paths``, or ``None`` if any lacks them.
-
-    A sidecar holds ``EchoTimes`` (a list, for a 4D file) or ``EchoTime`` (one value); read
-    with :mod:`qsmkit.io.sidecar`.
-    """
-    from qsmkit.io.sidecar import echo_times_from_sidecar, read_sidecar, sidecar_path
-
-    times: list[float] = []
-    for path in paths:
-        found = echo_times_from_sidecar(read_sidecar(path), sidecar_path(path).name)
-        if found is None:
-            return None
-        times.extend(found)
-    return times
-
-
-def resolve_echo_times(text, path_groups, n_echoes: int):
-    """Echo times from ``--echo-times`` text, else from the sidecars of the first group of
-    files that has them all; checked against ``n_echoes``."""
-    import numpy as np
-
-    from qsmkit.cli.common import parse_echo_times
-    from qsmkit.echo._common import check_echo_times
-    from qsmkit.errors import InputError
-
-    if text:
-        tes = parse_echo_times(text)
-    else:
-        tes = None
-        for paths in path_groups:
-            if paths:
-                found = echo_times_from_sidecars(paths)
-                if found is not None:
-                    tes = np.asarray(found)
-                    break
-        if tes is None:
-            raise InputError(
-                "no echo times: give --echo-times in seconds or put JSON sidecars "
-                "with EchoTime/EchoTimes next to the NIfTI files"
-            )
-    return check_echo_times(tes, n_echoes)
-
-
-def phase_in_radians(phase):
-    """Phase in radians in [-pi, pi) (radians, milliradians or a vendor integer encoding such
-    as Siemens -4096..4095, see :func:`qsmkit.acquisition.phase_to_radians`); returns
-    ``(phase, notes)``."""
-    from qsmkit.acquisition import phase_to_radians
-
-    radians, note = phase_to_radians(phase, what="phase")
-    if note:
-        log.info(note)
-    return radians, [note] if note else []

@@ -46,8 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from qsmkit.analysis import format_tsv, iron, labile_iron
-    from qsmkit.cli.common import parse_floats
-    from qsmkit.cli.roi import print_table, write_analysis_outputs
+    from qsmkit.cli.common import parse_floats, print_table, write_analysis_outputs
     from qsmkit.errors import InputError
 
     if args.iron is not None:

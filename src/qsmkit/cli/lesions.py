@@ -84,8 +84,13 @@ def read_truth(path) -> tuple[list[dict], list[dict]]:
 
 def run(args) -> int:
     from qsmkit.analysis import format_tsv, lesions
-    from qsmkit.cli.common import load_mask
-    from qsmkit.cli.roi import load_chi, output_paths, print_table, write_analysis_outputs
+    from qsmkit.cli.common import (
+        load_chi,
+        load_mask,
+        output_paths,
+        print_table,
+        write_analysis_outputs,
+    )
     from qsmkit.io.nifti import save_nifti
 
     chi, affine, voxel_size = load_chi(args.chi)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from qsmkit.cli.common import add_force
+from qsmkit.cli.common import (
+    add_force,
+    check_same_grid,
+    load_volumes,
+    write_volumes,
+)
 
 COMMAND = "mask"
 ORDER = 30
@@ -47,90 +50,6 @@ def add_arguments(parser) -> None:
 
 
 # ------------------------------------------------------------------ shared output helpers
-def output_target(text: str, default_name: str) -> tuple[Path, str, bool]:
-    """``(folder, file name, is_file)`` for an ``-o`` value that is a folder or a NIfTI name."""
-    path = Path(text)
-    if path.name.endswith((".nii", ".nii.gz")):
-        return path.parent, path.name, True
-    return path, default_name, False
-
-
-def sidecar_name(nifti_name: str, suffix: str = ".json") -> str:
-    """``mask.nii.gz`` -> ``mask.json`` (BIDS-style sidecar name)."""
-    for ending in (".nii.gz", ".nii"):
-        if nifti_name.endswith(ending):
-            return nifti_name[: -len(ending)] + suffix
-    return nifti_name + suffix
-
-
-def load_volumes(paths, what: str):
-    """Load one 3D/4D NIfTI or several 3D ones (stacked as echoes); returns (data, affine).
-
-    Raises :class:`InputError` when the files do not share one grid.
-    """
-    import numpy as np
-
-    from qsmkit.errors import InputError
-    from qsmkit.io.nifti import load_nifti
-
-    arrays, affine = [], None
-    for path in paths:
-        data, aff, _ = load_nifti(path)
-        if affine is None:
-            affine = aff
-        elif not np.allclose(aff, affine, atol=1e-3):
-            raise InputError(f"{what} files {paths[0]} and {path} have different affines")
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        arrays.append(data)
-    if len(arrays) == 1:
-        data = arrays[0]
-    else:
-        if any(a.ndim != 3 for a in arrays):
-            raise InputError(f"give one 4D {what} file or several 3D files, not a mixture")
-        if len({a.shape for a in arrays}) != 1:
-            raise InputError(f"the {what} files have different shapes")
-        data = np.stack(arrays, axis=-1)
-    if data.ndim not in (3, 4):
-        raise InputError(f"{what} must be 3D or 4D (echoes last), got shape {data.shape}")
-    return data, affine
-
-
-def check_same_grid(name, affine, shape, ref_affine, ref_shape) -> None:
-    """Raise :class:`InputError` unless a volume lies on the reference grid."""
-    import numpy as np
-
-    from qsmkit.errors import InputError
-
-    if tuple(shape[:3]) != tuple(ref_shape[:3]):
-        raise InputError(f"{name} has shape {tuple(shape)}, expected {tuple(ref_shape[:3])}")
-    if not np.allclose(affine, ref_affine, atol=1e-3):
-        raise InputError(f"{name} is not on the grid (affine) of the first input; resample it")
-
-
-def write_volumes(args, output: str, default_name: str, volumes, *, inputs, config, extra):
-    """Write ``volumes`` (``[(suffix, data, affine, description, unit), ...]``; the first has
-    suffix ``""`` and is the main output) atomically with provenance; returns the main path.
-
-    Folder output: ``default_name`` (+ ``<stem><suffix>.nii.gz`` for the others) and
-    ``qsmkit.json``; file output: the file, the others beside it and ``<stem>.json``.
-    """
-    from qsmkit.io.nifti import save_nifti
-    from qsmkit.io.output import staged_output
-    from qsmkit.io.provenance import write_provenance
-
-    folder, name, is_file = output_target(output, default_name)
-    stem = sidecar_name(name, "")
-    with staged_output(folder, force=args.force, protect=[Path(p) for p in inputs]) as stage:
-        for suffix, data, affine, description, unit in volumes:
-            target = name if not suffix else f"{stem}{suffix}.nii.gz"
-            save_nifti(stage / target, data, affine, description=description, unit=unit)
-        command = getattr(args, "command_line", f"qsmkit {args.command}")
-        record = write_provenance(stage, command=command, config=config, inputs=inputs,
-                                  extra=extra)
-        if is_file:
-            record.rename(stage / sidecar_name(name))
-    return folder / name
 
 
 # ------------------------------------------------------------------ the command

@@ -98,8 +98,7 @@ def labels_matching(names: dict[int, str], patterns) -> list[int]:
 def run(args) -> int:
     import numpy as np
 
-    from qsmkit.cli.common import load_mask, parse_floats, write_json
-    from qsmkit.cli.mask import check_same_grid
+    from qsmkit.cli.common import check_same_grid, load_mask, parse_floats, write_json
     from qsmkit.errors import InputError
     from qsmkit.geometry import voxel_size_from_affine
     from qsmkit.io.nifti import load_nifti

@@ -64,8 +64,14 @@ def run(args) -> int:
 
     from qsmkit import physiology
     from qsmkit.analysis import format_tsv, oximetry, roi
-    from qsmkit.cli.common import load_mask, parse_vector3
-    from qsmkit.cli.roi import _sibling_lut, load_chi, print_table, write_analysis_outputs
+    from qsmkit.cli.common import (
+        load_chi,
+        load_mask,
+        parse_vector3,
+        print_table,
+        sibling_lut,
+        write_analysis_outputs,
+    )
     from qsmkit.errors import InputError
     from qsmkit.geometry import b0_dir_from_affine
     from qsmkit.io.nifti import load_nifti
@@ -78,7 +84,7 @@ def run(args) -> int:
     if args.labels:
         data, _, _ = load_nifti(args.labels, dtype=np.float64)
         labels = np.rint(data[..., 0] if data.ndim == 4 else data).astype(np.int32)
-        lut_path = Path(args.lut) if args.lut else _sibling_lut(Path(args.labels))
+        lut_path = Path(args.lut) if args.lut else sibling_lut(Path(args.labels))
         names = {**roi.default_lut(), **(roi.read_lut(lut_path) if lut_path else {})}
         if args.csf is None and args.reference_ppm is None:
             region, _ = roi.reference_mask("csf", labels, names, None)

@@ -59,8 +59,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from qsmkit.cli.common import Timer, load_mask
-    from qsmkit.cli.fieldmap import load_echo_series, resolve_echo_times
+    from qsmkit.cli.common import Timer, load_echo_series, load_mask, resolve_echo_times
     from qsmkit.echo import R2STAR_METHODS
     from qsmkit.echo.r2star import R2STAR_MAX_PER_S
     from qsmkit.io.nifti import save_nifti

@@ -41,8 +41,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from qsmkit.cli.common import load_mask
-    from qsmkit.cli.mask import check_same_grid, write_volumes
+    from qsmkit.cli.common import check_same_grid, load_mask, write_volumes
     from qsmkit.errors import InputError
     from qsmkit.geometry import voxel_size_from_affine
     from qsmkit.io.nifti import load_nifti

@@ -10,7 +10,8 @@ HELP = "(re)build the HTML report of a run folder"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("outdir", metavar="OUTDIR", help="a folder written by qsmkit run/demo/liver")
+    parser.add_argument("outdir", metavar="OUTDIR",
+                        help="a folder written by qsmkit run, demo or liver")
 
 
 def run(args) -> int:

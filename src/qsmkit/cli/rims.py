@@ -43,8 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from qsmkit.analysis import format_tsv, rims
-    from qsmkit.cli.common import load_mask
-    from qsmkit.cli.roi import load_chi, print_table, write_analysis_outputs
+    from qsmkit.cli.common import load_chi, load_mask, print_table, write_analysis_outputs
     from qsmkit.io.nifti import load_nifti
 
     chi, _, voxel_size = load_chi(args.chi)

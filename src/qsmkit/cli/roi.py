@@ -13,7 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qsmkit.cli.common import add_force
+from qsmkit.cli.common import (
+    add_force,
+    load_chi,
+    print_table,
+    sibling_lut,
+    write_analysis_outputs,
+)
 
 COMMAND = "roi"
 ORDER = 60
@@ -64,7 +70,7 @@ def run(args) -> int:
     labels, _, _ = load_nifti(args.labels, dtype=np.float64)
     if labels.ndim == 4 and labels.shape[3] == 1:
         labels = labels[..., 0]
-    lut_path = Path(args.lut) if args.lut else _sibling_lut(Path(args.labels))
+    lut_path = Path(args.lut) if args.lut else sibling_lut(Path(args.labels))
     lut = roi.read_lut(lut_path) if lut_path else None
     if lut is not None and args.lut is None:
         # A sibling table may lack numbers the default table knows; merge, sibling first.
@@ -105,93 +111,6 @@ def run(args) -> int:
     return 0
 
 
-def _sibling_lut(labels_path: Path) -> Path | None:
-    name = labels_path.name
-    for ext in (".nii.gz", ".nii", ".mgz"):
-        if name.endswith(ext):
-            stem = name[: -len(ext)]
-            break
-    else:
-        stem = labels_path.stem
-    for candidate in (labels_path.with_name(stem + ".tsv"), labels_path.with_name(stem + ".json")):
-        if candidate.exists():
-            return candidate
-    return None
-
-
 # ---------------------------------------------------------------- shared by analysis commands
 
 
-def load_chi(path):
-    """(chi (X, Y, Z) float32 ppm, affine, voxel_size) from a NIfTI file."""
-    from qsmkit.errors import InputError
-    from qsmkit.geometry import voxel_size_from_affine
-    from qsmkit.io.nifti import load_nifti
-
-    chi, affine, _ = load_nifti(path)
-    if chi.ndim == 4 and chi.shape[3] == 1:
-        chi = chi[..., 0]
-    if chi.ndim != 3:
-        raise InputError(f"the chi map {path} must be 3D, got shape {chi.shape}")
-    return chi, affine, voxel_size_from_affine(affine)
-
-
-def output_paths(output) -> tuple[Path, Path, Path]:
-    """(TSV, JSON, PNG) paths sharing the stem of ``output``."""
-    out = Path(output)
-    if out.suffix.lower() != ".tsv":
-        out = out.with_name(out.name + ".tsv") if out.suffix == "" else out.with_suffix(".tsv")
-    return out, out.with_suffix(".json"), out.with_suffix(".png")
-
-
-def write_analysis_outputs(output, tsv_text: str, payload: dict, figure, *, command: str,
-                           inputs=(), force: bool = False, extra_tables: dict | None = None,
-                           extra_files: dict | None = None) -> list[Path]:
-    """Write OUTPUT.tsv, OUTPUT.json (payload + provenance) and OUTPUT.png atomically.
-
-    ``extra_tables`` maps a suffix (``"_regions"``) to more TSV text; ``extra_files`` maps a
-    file name to a callable writing it given its staged path.
-    """
-    import time
-
-    from qsmkit import __version__
-    from qsmkit.io.output import staged_output
-    from qsmkit.io.provenance import sha256_file, to_json
-
-    tsv, js, png = output_paths(output)
-    record = {
-        "qsmkit_version": __version__, "command": command,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": {str(p): sha256_file(p) for p in inputs if p and Path(p).exists()},
-        **payload,
-    }
-    written = []
-    with staged_output(tsv.parent, force=force,
-                       protect=[Path(p) for p in inputs if p]) as stage:
-        (stage / tsv.name).write_text(tsv_text)
-        (stage / js.name).write_text(to_json(record) + "\n")
-        figure.savefig(stage / png.name, dpi=110)
-        written += [tsv, js, png]
-        for suffix, text in (extra_tables or {}).items():
-            name = tsv.stem + suffix + ".tsv"
-            (stage / name).write_text(text)
-            written.append(tsv.with_name(name))
-        for name, writer in (extra_files or {}).items():
-            writer(stage / name)
-            written.append(tsv.with_name(name))
-    return written
-
-
-def print_table(rows, columns, *, digits: int = 4, limit: int = 60) -> None:
-    """Aligned plain-text table on stdout (the TSV holds every column)."""
-    from qsmkit.analysis import _format_cell
-
-    cells = [[str(c) for c in columns]]
-    for row in rows[:limit]:
-        cells.append([_format_cell(row.get(c), digits) for c in columns])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    for r in cells:
-        print("  ".join(v.rjust(w) if k else v.ljust(w) for k, (v, w) in
-                        enumerate(zip(r, widths, strict=True))))
-    if len(rows) > limit:
-        print(f"... {len(rows) - limit} more rows in the TSV")

@@ -35,11 +35,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--echo-times", metavar="S", help="echo times in seconds, e.g. 0.004,0.008")
     parser.add_argument("--b0", type=float, metavar="TESLA", help="field strength (T)")
     parser.add_argument("--series", type=int, metavar="N", help="DICOM series number to use")
-    parser.add_argument("--mask", metavar="MASK", help="brain mask NIfTI (replaces the automatic one)")
+    parser.add_argument("--mask", metavar="MASK",
+                        help="brain mask NIfTI (replaces the automatic one)")
     parser.add_argument("--preset", default="default", choices=["fast", "default", "accurate"],
                         help="method set (default: %(default)s)")
     parser.add_argument("--unwrap", metavar="METHOD", help="romeo | laplacian")
-    parser.add_argument("--bgremove", metavar="METHOD", help="vsharp | pdf | lbv | sharp | resharp | ismv")
+    parser.add_argument("--bgremove", metavar="METHOD",
+                        help="vsharp | pdf | lbv | sharp | resharp | ismv")
     parser.add_argument("--invert", metavar="METHOD",
                         help="tv | nltv | medi | rts | tgv | ilsqr | tikhonov | tkd")
     parser.add_argument("--reference", choices=["brain", "csf", "none"],

@@ -59,11 +59,12 @@ def _stem(name: str) -> str | None:
 def run(args) -> int:
     import numpy as np
 
-    from qsmkit.cli.common import Timer, load_mask
-    from qsmkit.cli.fieldmap import (
+    from qsmkit.cli.common import (
+        Timer,
         check_same_grid,
         echo_times_from_sidecars,
         load_echo_series,
+        load_mask,
         phase_in_radians,
         resolve_echo_times,
     )
@@ -91,7 +92,7 @@ def run(args) -> int:
         mag = None
         if args.mag:
             mag, mag_affine = load_echo_series(args.mag, "--mag")
-            check_same_grid(mag.shape[:3], mag_affine, phase.shape[:3], affine, "--mag", "PHASE")
+            check_same_grid("--mag", mag_affine, mag.shape, affine, phase.shape)
             n_phase = phase.shape[3] if phase.ndim == 4 else 1
             if mag.shape[3] == 1 or phase.ndim == 3:
                 mag = mag[..., 0]  # one magnitude for every echo (or the first echo's)
