@@ -24,8 +24,9 @@ PRESETS: dict[str, dict] = {
     "fast": dict(unwrap="laplacian", bgremove="vsharp", invert="tikhonov"),
     # The recommended pipeline: complex fit, ROMEO-style unwrapping, V-SHARP, TV-ADMM.
     "default": dict(unwrap="romeo", bgremove="vsharp", invert="tv"),
-    # Slower, most accurate: PDF keeps the brain edge, nonlinear TV handles noise and wraps.
-    "accurate": dict(unwrap="romeo", bgremove="pdf", invert="nltv"),
+    # Slower, most accurate: MEDI with magnitude-derived edges (about 4 NRMSE points better
+    # than TV on the phantom at any B0 direction; see docs/methods.md).
+    "accurate": dict(unwrap="romeo", bgremove="vsharp", invert="medi"),
 }
 
 
