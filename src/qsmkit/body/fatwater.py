@@ -58,6 +58,7 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
+from qsmkit.acquisition import check_echo_times
 from qsmkit.errors import InputError
 from qsmkit.units import GAMMA_BAR_HZ_PER_T
 
@@ -68,22 +69,6 @@ FAT_PEAK_AMPLITUDES = (0.087, 0.693, 0.128, 0.004, 0.039, 0.048)
 """Relative amplitudes of the six peaks (normalised to sum 1 by :func:`fat_basis`)."""
 
 _CHUNK = 2048
-
-
-def _check_echo_times(echo_times_s) -> np.ndarray:
-    tes = np.atleast_1d(np.asarray(echo_times_s, dtype=float))
-    if tes.ndim != 1 or tes.size == 0:
-        raise InputError(f"echo times must be a list of seconds, got {echo_times_s!r}")
-    if not np.all(np.isfinite(tes)) or np.any(tes <= 0):
-        raise InputError(f"echo times must be positive seconds, got {tes.tolist()}")
-    if np.any(tes > 1.0):
-        raise InputError(
-            f"echo times {tes.tolist()} look like milliseconds; give them in seconds "
-            f"(e.g. {', '.join(f'{t / 1000:g}' for t in tes)})"
-        )
-    if np.any(np.diff(tes) <= 0):
-        raise InputError(f"echo times must be strictly increasing, got {tes.tolist()}")
-    return tes
 
 
 def _check_b0(b0_tesla) -> float:
@@ -147,7 +132,7 @@ def chemical_shift_signal(
     ``water`` and ``fat`` are proton densities (real or complex, broadcastable), ``field_hz``
     the B0 field offset (Hz) and ``r2star_per_s`` the shared decay rate (s^-1).
     """
-    tes = _check_echo_times(echo_times_s)
+    tes = check_echo_times(echo_times_s)
     c = fat_basis(tes, b0_tesla, peaks_ppm=peaks_ppm, amplitudes=amplitudes)
     water, fat, field, r2 = np.broadcast_arrays(
         np.asarray(water), np.asarray(fat), np.asarray(field_hz, dtype=float),
@@ -259,7 +244,7 @@ class FatWaterModel:
         fat_peaks_ppm: Sequence[float] = FAT_PEAKS_PPM,
         fat_amplitudes: Sequence[float] = FAT_PEAK_AMPLITUDES,
     ):
-        self.echo_times_s = _check_echo_times(echo_times_s)
+        self.echo_times_s = check_echo_times(echo_times_s)
         if self.echo_times_s.size < 3:
             raise InputError(
                 f"fat–water separation with a field map and R2* needs at least 3 echoes, got "

@@ -359,3 +359,41 @@ def phase_in_radians(phase):
     if note:
         log.info(note)
     return radians, [note] if note else []
+
+
+def add_acquisition_arguments(parser, *, inputs_help: str) -> None:
+    """The input options of commands that read a multi-echo GRE acquisition."""
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help=inputs_help)
+    parser.add_argument("--mag", nargs="+", metavar="MAG", help="magnitude NIfTI (4D or per echo)")
+    parser.add_argument("--phase", nargs="+", metavar="PHASE",
+                        help="phase NIfTI (4D or per echo)")
+    parser.add_argument("--echo-times", metavar="S",
+                        help="echo times in seconds, e.g. 0.004,0.008 (default: sidecars)")
+    parser.add_argument("--b0", type=float, metavar="TESLA",
+                        help="field strength in T (default: headers or sidecars)")
+    parser.add_argument("--series", type=int, metavar="N", help="DICOM series number to use")
+
+
+def check_acquisition_arguments(args) -> None:
+    """Raise :class:`InputError` for an impossible combination of input options."""
+    if not args.inputs and not (args.mag and args.phase):
+        raise InputError("give a DICOM or BIDS folder, or --mag and --phase NIfTI files")
+    if args.inputs and (args.mag or args.phase):
+        raise InputError("give either an input folder or --mag/--phase files, not both")
+    if bool(args.mag) != bool(args.phase):
+        raise InputError("--mag and --phase must be given together")
+
+
+def load_acquisition_from_args(args):
+    """The :class:`~qsmkit.acquisition.Acquisition` named by :func:`add_acquisition_arguments`."""
+    from qsmkit.io.load import load_acquisition
+
+    check_acquisition_arguments(args)
+    echo_times = parse_echo_times(args.echo_times) if args.echo_times else None
+    return load_acquisition(args.inputs, mag=args.mag, phase=args.phase, echo_times_s=echo_times,
+                            b0_tesla=args.b0, series=args.series)
+
+
+def acquisition_input_paths(args) -> list[Path]:
+    """Every input path named on the command line (checksummed, never overwritten)."""
+    return [Path(p) for p in (args.inputs or []) + (args.mag or []) + (args.phase or [])]

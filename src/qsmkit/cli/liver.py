@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qsmkit.cli.common import add_force, parse_echo_times
+from qsmkit.cli.common import add_acquisition_arguments, add_force
 
 COMMAND = "liver"
 ORDER = 40
@@ -40,15 +40,8 @@ OUTPUTS = (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="DICOM folder or BIDS subject folder")
+    add_acquisition_arguments(parser, inputs_help="DICOM folder or BIDS subject folder")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
-    parser.add_argument("--mag", nargs="+", metavar="MAG", help="magnitude NIfTI (4D or per echo)")
-    parser.add_argument("--phase", nargs="+", metavar="PHASE", help="phase NIfTI (4D or per echo)")
-    parser.add_argument("--echo-times", metavar="S",
-                        help="echo times in seconds, e.g. 0.001,0.0018")
-    parser.add_argument("--b0", type=float, metavar="TESLA", help="field strength (T)")
-    parser.add_argument("--series", type=int, metavar="N", help="DICOM series number to use")
     parser.add_argument("--labels", metavar="LABELS",
                         help="integer label NIfTI: one table row per region (liver segments, "
                         "nodules); default: an automatically found liver")
@@ -139,26 +132,24 @@ def run(args) -> int:
     import numpy as np
 
     from qsmkit.body.liver import analyse_liver, compare_regions, write_table
-    from qsmkit.cli.common import Timer, load_mask
+    from qsmkit.cli.common import (
+        Timer,
+        acquisition_input_paths,
+        check_acquisition_arguments,
+        load_acquisition_from_args,
+        load_mask,
+    )
     from qsmkit.errors import InputError
-    from qsmkit.io.load import load_acquisition
     from qsmkit.io.nifti import load_nifti, save_nifti
     from qsmkit.io.output import check_not_overwriting, staged_output
     from qsmkit.io.provenance import write_provenance
 
-    if not args.inputs and not (args.mag and args.phase):
-        raise InputError("give a DICOM or BIDS folder, or --mag and --phase NIfTI files")
-    if args.inputs and (args.mag or args.phase):
-        raise InputError("give either an input folder or --mag/--phase files, not both")
-    if bool(args.mag) != bool(args.phase):
-        raise InputError("--mag and --phase must be given together")
+    check_acquisition_arguments(args)
     outdir = Path(args.output)
     check_not_overwriting(outdir, OUTPUTS, args.force)
-    echo_times = parse_echo_times(args.echo_times) if args.echo_times else None
     timer = Timer()
     with timer("load"):
-        acq = load_acquisition(args.inputs, mag=args.mag, phase=args.phase,
-                               echo_times_s=echo_times, b0_tesla=args.b0, series=args.series)
+        acq = load_acquisition_from_args(args)
     if acq.n_echoes < 3:
         raise InputError(
             f"liver analysis needs a chemical-shift-encoded acquisition (at least 3, ideally 6 "
@@ -202,7 +193,7 @@ def run(args) -> int:
             raise InputError(f"--compare label(s) {missing} not found inside the body")
         comparison = compare_regions(by_label[compare[0]], by_label[compare[1]])
 
-    inputs = [Path(p) for p in (args.inputs or []) + (args.mag or []) + (args.phase or [])]
+    inputs = acquisition_input_paths(args)
     inputs += [Path(p) for p in (args.labels, args.mask) if p]
     affine = acq.affine
     with staged_output(outdir, force=args.force, protect=inputs) as stage:

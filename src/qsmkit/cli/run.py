@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qsmkit.cli.common import add_force, parse_echo_times
+from qsmkit.cli.common import add_acquisition_arguments, add_force
 
 COMMAND = "run"
 ORDER = 10
@@ -27,14 +27,8 @@ examples:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="DICOM folder or BIDS subject folder")
+    add_acquisition_arguments(parser, inputs_help="DICOM folder or BIDS subject folder")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
-    parser.add_argument("--mag", nargs="+", metavar="MAG", help="magnitude NIfTI (4D or per echo)")
-    parser.add_argument("--phase", nargs="+", metavar="PHASE", help="phase NIfTI (4D or per echo)")
-    parser.add_argument("--echo-times", metavar="S", help="echo times in seconds, e.g. 0.004,0.008")
-    parser.add_argument("--b0", type=float, metavar="TESLA", help="field strength (T)")
-    parser.add_argument("--series", type=int, metavar="N", help="DICOM series number to use")
     parser.add_argument("--mask", metavar="MASK",
                         help="brain mask NIfTI (replaces the automatic one)")
     parser.add_argument("--preset", default="default", choices=["fast", "default", "accurate"],
@@ -55,23 +49,19 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from qsmkit.errors import InputError
-    from qsmkit.io.load import load_acquisition
+    from qsmkit.cli.common import (
+        acquisition_input_paths,
+        check_acquisition_arguments,
+        load_acquisition_from_args,
+    )
     from qsmkit.io.output import check_not_overwriting, staged_output
     from qsmkit.pipeline import QSMConfig
     from qsmkit.workflows import RUN_OUTPUTS, reconstruct_and_save
 
-    if not args.inputs and not (args.mag and args.phase):
-        raise InputError("give a DICOM or BIDS folder, or --mag and --phase NIfTI files")
-    if args.inputs and (args.mag or args.phase):
-        raise InputError("give either an input folder or --mag/--phase files, not both")
-    if bool(args.mag) != bool(args.phase):
-        raise InputError("--mag and --phase must be given together")
+    check_acquisition_arguments(args)
     outdir = Path(args.output)
     check_not_overwriting(outdir, RUN_OUTPUTS, args.force)
-    echo_times = parse_echo_times(args.echo_times) if args.echo_times else None
-    acq = load_acquisition(args.inputs, mag=args.mag, phase=args.phase,
-                           echo_times_s=echo_times, b0_tesla=args.b0, series=args.series)
+    acq = load_acquisition_from_args(args)
     config = QSMConfig.from_preset(args.preset, unwrap=args.unwrap, bgremove=args.bgremove,
                                    invert=args.invert, reference=args.reference)
     user_mask = None
@@ -79,7 +69,7 @@ def run(args) -> int:
         from qsmkit.cli.common import load_mask
 
         user_mask = load_mask(args.mask, acq.shape)
-    inputs = [Path(p) for p in (args.inputs or []) + (args.mag or []) + (args.phase or [])]
+    inputs = acquisition_input_paths(args)
     inputs += [Path(args.mask)] if args.mask else []
     with staged_output(outdir, force=args.force, protect=inputs) as stage:
         result = reconstruct_and_save(

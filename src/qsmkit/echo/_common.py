@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from qsmkit.acquisition import check_echo_times as validate_echo_times
 from qsmkit.errors import InputError
 
 CHUNK_VOXELS = 1 << 17
@@ -11,25 +12,9 @@ CHUNK_VOXELS = 1 << 17
 
 
 def check_echo_times(echo_times_s, n_echoes: int | None = None, *, min_echoes: int = 1):
-    """Echo times as a float64 vector: positive seconds, strictly increasing."""
-    tes = np.atleast_1d(np.asarray(echo_times_s, dtype=float))
-    if tes.ndim != 1 or tes.size == 0:
-        raise InputError(f"echo times must be a list of seconds, got {echo_times_s!r}")
-    if not np.all(np.isfinite(tes)) or np.any(tes <= 0):
-        raise InputError(f"echo times must be positive seconds, got {tes.tolist()}")
-    if np.any(tes > 1.0):
-        raise InputError(
-            f"echo times {tes.tolist()} look like milliseconds; give them in seconds "
-            f"(e.g. {', '.join(f'{t / 1000:g}' for t in tes)})"
-        )
-    if np.any(np.diff(tes) <= 0):
-        raise InputError(
-            f"echo times must be strictly increasing without duplicates, got {tes.tolist()}"
-        )
-    if n_echoes is not None and tes.size != n_echoes:
-        raise InputError(
-            f"{tes.size} echo time(s) given for {n_echoes} echoes; give one echo time per echo"
-        )
+    """Echo times as a float64 vector: positive seconds, strictly increasing (see
+    :func:`qsmkit.acquisition.check_echo_times`), and at least ``min_echoes`` of them."""
+    tes = validate_echo_times(echo_times_s, n_echoes)
     if tes.size < min_echoes:
         raise InputError(f"this method needs at least {min_echoes} echoes, got {tes.size}")
     return tes
