@@ -118,3 +118,38 @@ def test_dicom_route_gives_the_nifti_chi(tmp_path, tilt_deg):
     diff = chi_d[both] - chi_n[both]
     # Quantisation of the DICOM phase (12 bit) and magnitude is the only difference.
     assert np.sqrt(np.mean(diff**2)) < 0.05 * np.sqrt(np.mean(chi_n[both] ** 2))
+
+
+@pytest.mark.slow
+def test_run_dicom_out_writes_a_chi_series(tmp_path):
+    """`qsmkit run DICOM --dicom-out`: chi and R2* as MR series that carry the source patient."""
+    import pydicom
+
+    from qsmkit.io.dicom_export import write_gre_dicom
+    from qsmkit.io.nifti import load_nifti
+
+    ph = head_phantom(shape=(48, 48, 48), voxel_size=(4.0, 4.0, 4.0), seed=2)
+    sim = simulate_gre(ph, echo_times_s=TES[:3], b0_tesla=3.0, snr=100.0, seed=2)
+    write_gre_dicom(sim.acquisition, tmp_path / "dicom")
+    source = pydicom.dcmread(next(p for p in sorted((tmp_path / "dicom").rglob("*"))
+                                  if p.is_file()), stop_before_pixels=True)
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "dicom"), "-o", str(out), "--preset", "fast",
+                 "--dicom-out", "--no-report"]) == 0
+    chi, _, _ = load_nifti(out / "chi.nii.gz")
+    files = sorted((out / "dicom" / "chi").rglob("*"))
+    files = [f for f in files if f.is_file()]
+    assert len(files) == chi.shape[2]
+    values = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        assert ds.Modality == "MR"
+        assert ds.PatientID == source.PatientID
+        assert ds.SeriesInstanceUID != source.SeriesInstanceUID
+        values.append(ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+    values = np.concatenate([v.ravel() for v in values])
+    step = float(pydicom.dcmread(files[0]).RescaleSlope)
+    assert abs(values.sum() - chi.sum()) <= step * chi.size
+    assert values.max() == pytest.approx(chi.max(), abs=step)
+    assert values.min() == pytest.approx(chi.min(), abs=step)
+    assert len([f for f in (out / "dicom" / "r2star").rglob("*") if f.is_file()]) == chi.shape[2]
