@@ -118,7 +118,7 @@ def format_table(rows) -> str:
             lines.append(f"| {r['stage']} | {r['method']} | failed: {r['error']} |||||||")
             continue
 
-        def f(key, fmt):
+        def f(key, fmt, r=r):
             value = r.get(key)
             return format(value, fmt) if isinstance(value, (int, float)) else "–"
 

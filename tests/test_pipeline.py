@@ -98,11 +98,11 @@ def test_dicom_route_gives_the_nifti_chi(tmp_path, tilt_deg):
                  "-o", str(tmp_path / "out_nifti"), "--preset", "fast", "--no-report"]) == 0
     chi_d, affine_d, _ = load_nifti(tmp_path / "out_dicom" / "chi.nii.gz")
     chi_n, affine_n, _ = load_nifti(tmp_path / "out_nifti" / "chi.nii.gz")
-    from qsmkit.geometry import b0_dir_from_affine
-
     # The DICOM reader may store the grid reoriented (closest RAS), but B0 in the world and
     # therefore chi in the world are the same: compare in world-aligned voxel order.
     import nibabel as nib
+
+    from qsmkit.geometry import b0_dir_from_affine
 
     def canonical(data, affine):
         image = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
