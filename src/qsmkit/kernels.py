@@ -144,8 +144,9 @@ def dipole_kernel(
         when B0 is oblique, where the sampled kernel is discontinuous across the edge of
         k-space and errs by 6-15 % (see tests/test_kernels.py). ``"kspace"``: the continuous
         kernel ``1/3 - (k.b)^2/|k|^2`` sampled on the grid (Salomir 2003, Marques 2005).
-        ``"ispace"``: the Fourier transform of the image-space field that a uniformly magnetised voxel (a cuboid of the voxel's size) produces at
-        every voxel centre, in closed form (the demagnetisation tensor of a rectangular prism,
+        ``"ispace"``: the Fourier transform of the image-space field that a uniformly
+        magnetised voxel (a cuboid of the voxel's size) produces at every voxel centre, in
+        closed form (the demagnetisation tensor of a rectangular prism,
         Aharoni 1998). It is exact for voxel-constant susceptibility, free of the k-space
         form's aliasing, and correct for anisotropic voxels, where a sampled point dipole is
         not (its lattice sum does not cancel inside a sphere). Both use the Lorentz-sphere
