@@ -14,7 +14,7 @@ $(BIN)/qsmkit: pyproject.toml
 install: $(BIN)/qsmkit
 
 demo: install
-	$(BIN)/qsmkit demo demo-output
+	$(BIN)/qsmkit demo demo-output --force
 
 test: install
 	$(BIN)/python -m pytest tests
