@@ -26,7 +26,7 @@ Examples:
   qsmkit bgremove field_hz.nii.gz --mask mask.nii.gz --method pdf --weight mag.nii.gz -o out
   qsmkit bgremove field_hz.nii.gz --mask mask.nii.gz --method vsharp --radii 12,8,4,2 -o out
 """
-ORDER = 40
+ORDER = 34
 
 # argparse attribute -> keyword of the method it is passed to
 _OPTIONS = {

@@ -20,7 +20,7 @@ from qsmkit.cli.common import (
 )
 
 COMMAND = "fieldmap"
-ORDER = 22
+ORDER = 31
 HELP = "fit the total field (Hz) to multi-echo GRE phase and unwrap it"
 DESCRIPTION = """Fit the total field (Hz) and the receive phase offset to multi-echo GRE data.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from qsmkit.errors import InputError
 
 COMMAND = "invert"
-ORDER = 45
+ORDER = 35
 HELP = "invert a local field map to a susceptibility map (TV, NLTV, MEDI, RTS, TGV, ...)"
 DESCRIPTION = """\
 Dipole inversion: local (tissue) field -> susceptibility chi in ppm.

@@ -7,7 +7,7 @@ import argparse
 from qsmkit.cli.common import add_force
 
 COMMAND = "iron-model"
-ORDER = 64
+ORDER = 54
 HELP = "MODEL: labile Fe2+ and OH. production for a total iron and a rise of it"
 DESCRIPTION = """A model, not a measurement. Ferritin buffering (total = labile + bound,
 saturable binding: bound = Bmax L / (Kd + L)) and Fenton kinetics (k = 76 /M/s, Walling 1975)

@@ -8,7 +8,7 @@ from pathlib import Path
 from qsmkit.cli.common import add_force
 
 COMMAND = "lesions"
-ORDER = 61
+ORDER = 51
 HELP = "find focal chi sources: microbleeds (+), calcifications (-), vein mimics"
 DESCRIPTION = """Find focal susceptibility sources in a chi map, measure each against a
 surrounding shell (mean chi, volume, magnetic moment) and classify it: microbleed

@@ -7,7 +7,7 @@ from pathlib import Path
 from qsmkit.cli.common import add_acquisition_arguments, add_force
 
 COMMAND = "liver"
-ORDER = 40
+ORDER = 58
 HELP = "liver fat (PDFF), R2*, susceptibility and iron (LIC by R2* and by QSM)"
 DESCRIPTION = """Liver fat and iron from chemical-shift-encoded multi-echo GRE (1.5 T or 3 T).
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from qsmkit.cli.common import add_force
 
 COMMAND = "metrics"
-ORDER = 80
+ORDER = 40
 HELP = "error metrics of a chi map against a known truth (RMSE, NRMSE, HFEN, SSIM, XSIM...)"
 DESCRIPTION = """Compare a susceptibility map with a reference (ground truth) inside a mask.
 

@@ -7,7 +7,7 @@ import argparse
 from qsmkit.cli.common import add_force
 
 COMMAND = "oximetry"
-ORDER = 63
+ORDER = 53
 HELP = "vein segments: Yv, OEF (and CMRO2 with --cbf) from chi"
 DESCRIPTION = """Segment veins (Frangi vesselness on chi + threshold + connected components),
 trace their centre lines, and convert the centre-line chi of each segment (relative to CSF)

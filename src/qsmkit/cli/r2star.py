@@ -7,7 +7,7 @@ from pathlib import Path
 from qsmkit.cli.common import add_force
 
 COMMAND = "r2star"
-ORDER = 27
+ORDER = 33
 HELP = "map R2* (1/s), T2* (s) and S0 from multi-echo magnitude"
 DESCRIPTION = """Fit the mono-exponential decay S0 exp(-R2* TE) in every voxel.
 

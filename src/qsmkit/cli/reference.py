@@ -5,7 +5,7 @@ from __future__ import annotations
 from qsmkit.cli.common import add_force
 
 COMMAND = "reference"
-ORDER = 75
+ORDER = 36
 HELP = "reference a chi map to the whole brain, ventricular CSF or a user ROI"
 DESCRIPTION = """Reference a susceptibility map: subtract the value of a reference region.
 

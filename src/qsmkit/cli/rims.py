@@ -7,7 +7,7 @@ import argparse
 from qsmkit.cli.common import add_force
 
 COMMAND = "rims"
-ORDER = 62
+ORDER = 52
 HELP = "MS lesions: paramagnetic rim (rim+/rim-) per lesion, patient PRL count"
 DESCRIPTION = """For each lesion of LESION_MASK (binary: one lesion per connected component,
 or integer labels; e.g. a FLAIR lesion segmentation registered to the chi grid) measure chi in

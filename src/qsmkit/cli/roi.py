@@ -22,7 +22,7 @@ from qsmkit.cli.common import (
 )
 
 COMMAND = "roi"
-ORDER = 60
+ORDER = 50
 HELP = "regional chi, iron and z-scores per label (FreeSurfer aseg, FSL FIRST, phantom)"
 DESCRIPTION = """Statistics of chi per label of a label image on the chi grid.
 

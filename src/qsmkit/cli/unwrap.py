@@ -7,7 +7,7 @@ from pathlib import Path
 from qsmkit.cli.common import add_force
 
 COMMAND = "unwrap"
-ORDER = 23
+ORDER = 32
 HELP = "unwrap phase spatially (ROMEO-like region growing or Laplacian)"
 DESCRIPTION = """Unwrap a phase image (radians or Siemens units) spatially.
 
