@@ -39,6 +39,23 @@ def _axpy(y: np.ndarray, a: float, x: np.ndarray) -> None:
     y += x.real.dtype.type(a) * x
 
 
+
+def _bidiagonalisation_start(apply_ah, b):
+    """First Golub-Kahan step shared by LSQR and LSMR: ``beta u = b``, ``alpha v = A^H u``.
+
+    ``alpha`` is 0 when ``b`` or ``A^H b`` vanishes (then ``x = 0`` is the solution).
+    """
+    u = np.array(b, copy=True)
+    beta = _norm(u)
+    if beta == 0:
+        return u, np.zeros_like(apply_ah(u)), 0.0, 0.0
+    _scale(u, 1.0 / beta)
+    v = apply_ah(u)
+    alpha = _norm(v)
+    if alpha != 0:
+        _scale(v, 1.0 / alpha)
+    return u, v, alpha, beta
+
 def lsqr(
     apply_a: Callable[[np.ndarray], np.ndarray],
     apply_ah: Callable[[np.ndarray], np.ndarray],
@@ -49,17 +66,10 @@ def lsqr(
     max_iter: int = 100,
 ) -> tuple[np.ndarray, int]:
     """LSQR: returns ``(x, iterations)`` for ``min ||A x - b||_2``, starting from ``x = 0``."""
-    u = np.array(b, copy=True)
-    beta = _norm(u)
-    if beta == 0:
-        return np.zeros_like(apply_ah(u)), 0
-    _scale(u, 1.0 / beta)
-    v = apply_ah(u)
-    alpha = _norm(v)
+    u, v, alpha, beta = _bidiagonalisation_start(apply_ah, b)
     x = np.zeros_like(v)
     if alpha == 0:
         return x, 0
-    _scale(v, 1.0 / alpha)
     w = v.copy()
     phibar, rhobar = beta, alpha
     bnorm = beta
@@ -112,17 +122,10 @@ def lsmr(
     max_iter: int = 100,
 ) -> tuple[np.ndarray, int]:
     """LSMR: returns ``(x, iterations)`` for ``min ||A x - b||^2 + damp^2 ||x||^2``."""
-    u = np.array(b, copy=True)
-    beta = _norm(u)
-    if beta == 0:
-        return np.zeros_like(apply_ah(u)), 0
-    _scale(u, 1.0 / beta)
-    v = apply_ah(u)
-    alpha = _norm(v)
+    u, v, alpha, beta = _bidiagonalisation_start(apply_ah, b)
     x = np.zeros_like(v)
     if alpha == 0:
         return x, 0
-    _scale(v, 1.0 / alpha)
 
     alphabar, zetabar = alpha, alpha * beta
     rho, rhobar, cbar, sbar = 1.0, 1.0, 1.0, 0.0
