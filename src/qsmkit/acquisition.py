@@ -226,36 +226,72 @@ _INTEGER_PHASE_ENCODINGS = (
     ("unsigned 16-bit (0..65535)", 0.0, 65535.0),
 )
 
+PHASE_UNITS = ("auto", "rad", "deg", "mrad", "siemens", "uint12", "range")
+"""Values of ``--phase-unit``: ``auto`` detects the unit from the value range; the others
+force it (``range`` maps the data's own minimum..maximum linearly to -pi..pi)."""
 
-def phase_to_radians(values, *, what: str = "phase") -> tuple[np.ndarray, str]:
-    """Convert phase in radians or in a vendor integer encoding to radians in [-pi, pi).
+MIN_PHASE_FILL_MULTI_ECHO = 0.25
+"""Smallest share of one phase cycle (2*pi, 360 degrees, the integer range) that the values
+of a multi-echo phase must span for ``auto`` to accept a unit: wrapped in-vivo phase fills
+nearly the whole cycle, so data spanning less are in some other unit (or scaled)."""
 
-    Recognised from the value range (all echoes together):
+MIN_PHASE_FILL_SINGLE_ECHO = 0.05
+"""The same for a single echo, whose phase may legitimately stay within a small range.
+Units other than radians (degrees, integer encodings) must fill at least half their cycle."""
 
-    - radians in [-pi, pi] (returned wrapped) or [0, 2*pi];
-    - milliradians, integers spanning most of -3142..3142 (GE, Philips "mrad");
-    - integer encodings: signed 12-bit -4096..4095 (Siemens after RescaleSlope 2 and
-      RescaleIntercept -4096), unsigned 12-bit 0..4095 (Philips/Siemens stored values),
-      signed and unsigned 16-bit. The range's low end maps to -pi and one step past its
-      high end to +pi.
+_UNIT_HINT = ("give --phase-unit rad|deg|mrad|siemens|uint12|range (range maps the data's "
+              "min..max to -pi..pi)")
+
+
+def phase_to_radians(values, *, what: str = "phase", unit: str = "auto",
+                     n_echoes: int | None = None) -> tuple[np.ndarray, str]:
+    """Convert phase in radians, degrees or a vendor encoding to radians in [-pi, pi).
+
+    With ``unit="auto"`` the unit is recognised from the value range of all echoes
+    together, and accepted only when the values fill a plausible share of that unit's
+    cycle (at least :data:`MIN_PHASE_FILL_MULTI_ECHO` of it for multi-echo data,
+    :data:`MIN_PHASE_FILL_SINGLE_ECHO` for one echo):
+
+    ============================  =====================================  =================
+    unit                          values                                  to radians
+    ============================  =====================================  =================
+    radians                       within -pi..pi or 0..2*pi               wrapped
+    degrees                       within -180..180 or 0..360 (> 2*pi)     x pi/180
+    milliradians (GE, Philips     within -3142..3142, spanning > 90 %     / 1000
+    RescaleSlope/Intercept)       (integer or scaled floats)
+    Siemens 12-bit                integers within -4096..4095             x pi/4096
+    unsigned 12-bit               integers within 0..4095                 x 2pi/4096 - pi
+    signed / unsigned 16-bit      integers within their range             likewise
+    ============================  =====================================  =================
+
+    Anything else (floats in another range, or a range much smaller than one cycle, such
+    as values within +-0.004) is ambiguous and raises :class:`InputError` naming the
+    range and ``--phase-unit``; ``unit`` then forces the interpretation.
 
     Parameters
     ----------
     values : array
-        Phase values, any shape.
+        Phase values, any shape; for (X, Y, Z, E[, ...]) arrays axis 3 counts the echoes.
     what : str
         Name used in messages.
+    unit : {"auto", "rad", "deg", "mrad", "siemens", "uint12", "range"}
+        The unit of ``values``; ``range`` maps their minimum..maximum linearly to -pi..pi
+        (the convention of readers that rescale phase by its range).
+    n_echoes : int, optional
+        Number of echoes (default: ``values.shape[3]`` for arrays of 4 or more axes, else 1).
 
     Returns
     -------
     (radians, note) : (float32 array, str)
-        ``note`` says what was recognised ("" when the input was already radians).
+        ``note`` says what was recognised or applied ("" when the input was radians).
 
     Raises
     ------
     InputError
-        When the values are not finite or fit none of the known ranges.
+        Values not finite, outside the forced unit's range, or of an ambiguous unit.
     """
+    if unit not in PHASE_UNITS:
+        raise InputError(f"--phase-unit must be one of {', '.join(PHASE_UNITS)}, got {unit!r}")
     data = np.asarray(values, dtype=np.float64)
     if data.size == 0:
         raise InputError(f"{what} is empty")
@@ -265,34 +301,81 @@ def phase_to_radians(values, *, what: str = "phase") -> tuple[np.ndarray, str]:
             f"{what} contains {int((~finite).sum())} NaN or Inf values; replace them before QSM"
         )
     lo, hi = float(data.min()), float(data.max())
+    if unit != "auto":
+        return _phase_in_unit(data, unit, lo, hi, what)
+    if n_echoes is None:
+        n_echoes = int(data.shape[3]) if data.ndim >= 4 else 1
+    min_fill = MIN_PHASE_FILL_MULTI_ECHO if n_echoes >= 2 else MIN_PHASE_FILL_SINGLE_ECHO
+    span = hi - lo
     eps = _PHASE_TOLERANCE
-    if lo >= -np.pi - eps and hi <= np.pi + eps:
-        return wrap_phase(data).astype(np.float32), ""
-    if lo >= -eps and hi <= 2 * np.pi + eps:
-        return (
-            wrap_phase(data).astype(np.float32),
-            f"{what} given in radians 0..2*pi; wrapped to [-pi, pi)",
-        )
-    integral = bool(np.all(np.abs(data - np.round(data)) < 1e-3))
-    if not integral:
-        raise InputError(
-            f"{what} spans {lo:.4g}..{hi:.4g} with non-integer values: neither radians nor a "
-            "known integer encoding; convert it to radians"
-        )
-    if lo >= -3142.6 and hi <= 3142.6 and hi - lo > 0.9 * 6284:
-        return (
-            wrap_phase(data / 1000.0).astype(np.float32),
-            f"{what} in milliradians (values {lo:.0f}..{hi:.0f}) divided by 1000",
-        )
-    for name, low, high in _INTEGER_PHASE_ENCODINGS:
-        if (low < 0) == (lo < 0) and lo >= low and hi <= high:
-            step = 2.0 * np.pi / (high - low + 1.0)
-            radians = wrap_phase((data - low) * step - np.pi)
-            return (
-                radians.astype(np.float32),
-                f"{what} in {name} integer units (values {lo:.0f}..{hi:.0f}) rescaled to radians",
+    found = f"{what} values span {lo:.6g}..{hi:.6g}"
+    if lo >= -np.pi - eps and hi <= 2 * np.pi + eps and span <= 2 * np.pi + eps:
+        if span < min_fill * 2 * np.pi:
+            raise InputError(
+                f"{found}, only {100 * span / (2 * np.pi):.2g} % of one phase cycle (2*pi) "
+                f"for {n_echoes} echo(es): not plausibly radians (scaled or another unit?); "
+                + _UNIT_HINT
             )
+        if hi <= np.pi + eps:
+            return wrap_phase(data).astype(np.float32), ""
+        return (wrap_phase(data).astype(np.float32),
+                f"{what} given in radians 0..2*pi; wrapped to [-pi, pi)")
+    integral = bool(np.all(np.abs(data - np.round(data)) < 1e-3))
+    # Units other than radians must fill at least half their cycle: a guess on less is
+    # as likely wrong as right.
+    other_fill = max(min_fill, 0.5)
+    if lo >= -180.5 and hi <= 360.5 and span <= 360.5 and span >= other_fill * 360.0:
+        return (wrap_phase(np.deg2rad(data)).astype(np.float32),
+                f"{what} in degrees (values {lo:.4g}..{hi:.4g}) converted to radians")
+    if lo >= -3142.6 and hi <= 3142.6 and span > 0.9 * 6284:
+        kind = "integers" if integral else "scaled floats (e.g. Philips RescaleSlope)"
+        return (wrap_phase(data / 1000.0).astype(np.float32),
+                f"{what} in milliradians ({kind}, values {lo:.0f}..{hi:.0f}) divided by 1000")
+    if integral:
+        for name, low, high in _INTEGER_PHASE_ENCODINGS:
+            if (low < 0) == (lo < 0) and lo >= low and hi <= high:
+                if span < other_fill * (high - low):
+                    break
+                step = 2.0 * np.pi / (high - low + 1.0)
+                radians = wrap_phase((data - low) * step - np.pi)
+                return (radians.astype(np.float32),
+                        f"{what} in {name} integer units (values {lo:.0f}..{hi:.0f}) rescaled "
+                        "to radians")
     raise InputError(
-        f"{what} spans {lo:.6g}..{hi:.6g}, outside every known phase range (radians, "
-        "milliradians, 12- or 16-bit integers); convert it to radians in [-pi, pi)"
+        f"{found}: neither radians (-pi..pi, 0..2*pi), degrees, milliradians nor a 12/16-bit "
+        "integer encoding filling its range; " + _UNIT_HINT
     )
+
+
+# Forced units: (name, low, high, to_radians) with low/high the accepted value range.
+_FORCED_UNITS = {
+    "rad": ("radians", -np.inf, np.inf, lambda v: v),
+    "deg": ("degrees", -360.5, 360.5, np.deg2rad),
+    "mrad": ("milliradians", -6283.9, 6283.9, lambda v: v / 1000.0),
+    "siemens": ("Siemens 12-bit (-4096..4095)", -4096.5, 4095.5, lambda v: v * (np.pi / 4096)),
+    "uint12": ("unsigned 12-bit (0..4095)", -0.5, 4095.5,
+               lambda v: v * (2 * np.pi / 4096) - np.pi),
+}
+
+
+def _phase_in_unit(data: np.ndarray, unit: str, lo: float, hi: float,
+                   what: str) -> tuple[np.ndarray, str]:
+    """Radians from phase in a unit named by the user (``--phase-unit``)."""
+    if unit == "range":
+        if hi <= lo:
+            raise InputError(f"{what} is constant ({lo:.6g}); --phase-unit range needs a range")
+        radians = (data - lo) * (2 * np.pi / (hi - lo)) - np.pi
+        return (wrap_phase(radians).astype(np.float32),
+                f"{what} values {lo:.6g}..{hi:.6g} mapped linearly to -pi..pi "
+                "(--phase-unit range)")
+    name, low, high, convert = _FORCED_UNITS[unit]
+    if lo < low or hi > high:
+        raise InputError(
+            f"{what} values span {lo:.6g}..{hi:.6g}, outside the range of {name} "
+            f"({low:g}..{high:g}); check --phase-unit {unit}"
+        )
+    radians = wrap_phase(convert(data)).astype(np.float32)
+    if unit == "rad" and lo >= -np.pi - _PHASE_TOLERANCE and hi <= np.pi + _PHASE_TOLERANCE:
+        return radians, ""
+    return radians, f"{what} in {name} (values {lo:.6g}..{hi:.6g}, --phase-unit {unit}) " \
+                    "converted to radians"

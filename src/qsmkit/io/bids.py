@@ -36,6 +36,7 @@ import numpy as np
 
 from qsmkit.acquisition import Acquisition, phase_to_radians
 from qsmkit.errors import InputError
+from qsmkit.io.vendor import PHASE_SIGN_KEY, QSMKIT_PHASE_SIGN, to_qsmkit_phase_sign
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ def write_megre_subject(
                 "EchoNumber": e + 1,
                 "MagneticFieldStrength": float(b0_tesla),
                 "Manufacturer": manufacturer,
+                PHASE_SIGN_KEY: QSMKIT_PHASE_SIGN,
                 "MRAcquisitionType": "3D",
                 "ImageType": image_type,
             }
@@ -434,13 +436,15 @@ def _echo_times_of(meta: dict, image: Path, n_volumes: int) -> list[float]:
     )
 
 
-def scale_phase_to_radians(phase: np.ndarray, units: str | None = None) -> tuple[np.ndarray, str]:
+def scale_phase_to_radians(phase: np.ndarray, units: str | None = None, *,
+                           phase_unit: str = "auto") -> tuple[np.ndarray, str]:
     """Phase in radians in [-pi, pi), and a note saying how it was interpreted.
 
     The value range decides (see :func:`qsmkit.acquisition.phase_to_radians`), not ``units``
-    (a sidecar ``Units``): when the two disagree the note says so.
+    (a sidecar ``Units``): when the two disagree the note says so. ``phase_unit`` (the
+    ``--phase-unit`` option) forces the unit.
     """
-    radians, note = phase_to_radians(phase)
+    radians, note = phase_to_radians(phase, unit=phase_unit)
     if note and (units or "").lower().startswith("rad"):
         note += f" although its sidecar says Units '{units}'"
     return radians, note
@@ -468,11 +472,15 @@ def _load_echo_stack(files: list[Path]) -> tuple[np.ndarray, np.ndarray, list[in
     return np.concatenate(volumes, axis=3), affine, counts
 
 
-def read_megre(ref: BidsMegreRef) -> Acquisition:
+def read_megre(ref: BidsMegreRef, *, phase_unit: str = "auto") -> Acquisition:
     """Load a scan found by :func:`find_megre` as an :class:`Acquisition`.
 
     Echo times come from the sidecars (``EchoTime`` per file, seconds), B0 from
     ``MagneticFieldStrength``; a missing field raises :class:`InputError` naming the file.
+    Phase units: ``phase_unit`` (see :func:`qsmkit.acquisition.phase_to_radians`); the
+    vendor's phase sign (GE) is converted as on the DICOM route
+    (:func:`qsmkit.io.vendor.to_qsmkit_phase_sign`) unless the sidecars record
+    ``PhaseSignConvention`` from qsmkit.
     """
     magnitude, affine, mag_counts = _load_echo_stack(ref.magnitude_files)
     phase_raw, phase_affine, phase_counts = _load_echo_stack(ref.phase_files)
@@ -503,11 +511,14 @@ def read_megre(ref: BidsMegreRef) -> Acquisition:
     if max(b0_values) - min(b0_values) > 1e-3:
         raise InputError(f"the echoes of {ref.name} disagree on MagneticFieldStrength {b0_values}")
     units = ref.phase_meta[0].get("Units") if ref.phase_meta else None
-    phase, note = scale_phase_to_radians(phase_raw, units)
+    phase, note = scale_phase_to_radians(phase_raw, units, phase_unit=phase_unit)
     notes = [f"read from BIDS {ref.name} ({len(ref.phase_files)} phase file(s))"]
     if note:
         notes.append(note)
     first = {**ref.magnitude_meta[0], **ref.phase_meta[0]} if ref.phase_meta else {}
+    phase, note = to_qsmkit_phase_sign(phase, str(first.get("Manufacturer", "")), first)
+    if note:
+        notes.append(note)
     return Acquisition(
         magnitude=magnitude,
         phase=phase,

@@ -44,6 +44,7 @@ import numpy as np
 
 from qsmkit.acquisition import Acquisition, phase_to_radians
 from qsmkit.errors import InputError
+from qsmkit.io.vendor import PHASE_SIGN_KEY, QSMKIT_PHASE_SIGN, to_qsmkit_phase_sign
 from qsmkit.units import GAMMA_BAR_HZ_PER_T, wrap_phase
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,8 @@ class GreCandidate:
 # Public API
 
 
-def read_dicom(folder, *, series: int | None = None, b0_tesla: float | None = None) -> Acquisition:
+def read_dicom(folder, *, series: int | None = None, b0_tesla: float | None = None,
+               phase_unit: str = "auto") -> Acquisition:
     """Read a multi-echo GRE acquisition from a DICOM folder.
 
     Parameters
@@ -214,6 +216,9 @@ def read_dicom(folder, *, series: int | None = None, b0_tesla: float | None = No
         Siemens magnitude/phase pair selects the pair).
     b0_tesla : float, optional
         Field strength overriding the header (needed when the header lacks it).
+    phase_unit : str
+        ``auto`` (default) uses the header's units; any other value of
+        :data:`qsmkit.acquisition.PHASE_UNITS` forces the unit of the rescaled phase values.
 
     Returns
     -------
@@ -230,7 +235,7 @@ def read_dicom(folder, *, series: int | None = None, b0_tesla: float | None = No
     """
     all_series = scan_dicom_folder(folder)
     candidate = select_candidate(all_series, series=series, folder=folder)
-    return _read_candidate(candidate, b0_tesla=b0_tesla)
+    return _read_candidate(candidate, b0_tesla=b0_tesla, phase_unit=phase_unit)
 
 
 def scan_dicom_folder(folder) -> list[DicomSeries]:
@@ -1253,9 +1258,14 @@ def _siemens_pe_positive(ds) -> bool | None:
 # Reading a candidate into an Acquisition
 
 
-def _read_phase(grid: _Grid, vendor: str, label: str, cache) -> tuple[np.ndarray, str]:
-    """Phase in radians, using the units the header gives (Philips scaling, mrad, bits)."""
+def _read_phase(grid: _Grid, vendor: str, label: str, cache,
+                phase_unit: str = "auto") -> tuple[np.ndarray, str]:
+    """Phase in radians, using the units the header gives (Philips scaling, mrad, bits),
+    or ``phase_unit`` (see :func:`qsmkit.acquisition.phase_to_radians`) when not ``auto``."""
     frames = [f for echo in grid.frames[PHASE] for f in echo]
+    if phase_unit != "auto":
+        values = _load_values(grid, PHASE, vendor, cache, philips_fp=False)
+        return phase_to_radians(values, what=f"{label} phase", unit=phase_unit)
     if vendor == "PHILIPS" and all(f.philips_scale for f in frames):
         radians = _load_values(grid, PHASE, vendor, cache, philips_fp=True)
         if np.abs(radians).max() <= np.pi * 1.01:
@@ -1326,7 +1336,8 @@ def _fix_slice_chopping(z: np.ndarray) -> bool:
     return False
 
 
-def _read_candidate(candidate: GreCandidate, *, b0_tesla=None) -> Acquisition:
+def _read_candidate(candidate: GreCandidate, *, b0_tesla=None,
+                    phase_unit: str = "auto") -> Acquisition:
     series_list = candidate.series
     main = series_list[0]
     label = candidate.label()
@@ -1357,14 +1368,13 @@ def _read_candidate(candidate: GreCandidate, *, b0_tesla=None) -> Acquisition:
                      else np.abs(z))
         del z
     else:
-        phase, note = _read_phase(grid, vendor, label, cache)
+        phase, note = _read_phase(grid, vendor, label, cache, phase_unit)
         if note:
             notes.append(note)
         magnitude = _load_values(grid, MAGNITUDE, vendor, cache)
-    if vendor == "GE":
-        phase = -phase
-        notes.append("GE phase negated to the sign convention of the other vendors "
-                     "(phase = +2*pi*field*TE)")
+    phase, sign_note = to_qsmkit_phase_sign(wrap_phase(phase), main.manufacturer)
+    if sign_note:
+        notes.append(sign_note)
     phase = wrap_phase(phase)
     if float(magnitude.min()) < 0:
         raise InputError(
@@ -1382,6 +1392,7 @@ def _read_candidate(candidate: GreCandidate, *, b0_tesla=None) -> Acquisition:
                      "dcm2niix does")
     b0 = _b0_from_header(main.header, b0_tesla, notes)
     metadata = _metadata(candidate, grid, affine_2d, affine)
+    metadata[PHASE_SIGN_KEY] = QSMKIT_PHASE_SIGN  # the vendor sign is applied above
     reference = _reference(main.header)
     if len(series_list) > 1:
         notes.append(f"magnitude and phase read from {label}")

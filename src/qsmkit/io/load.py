@@ -44,6 +44,7 @@ def load_acquisition(
     echo_times_s=None,
     b0_tesla: float | None = None,
     series: int | None = None,
+    phase_unit: str = "auto",
 ) -> Acquisition:
     """Load multi-echo GRE data from a DICOM, BIDS or import folder, or NIfTI files.
 
@@ -59,6 +60,10 @@ def load_acquisition(
         Field strength in tesla; overrides the headers/sidecars.
     series : int, optional
         DICOM SeriesNumber when the folder holds several GRE series.
+    phase_unit : str
+        Unit of the stored phase (``--phase-unit``): ``auto`` (default) detects it, else one
+        of :data:`qsmkit.acquisition.PHASE_UNITS` (see
+        :func:`qsmkit.acquisition.phase_to_radians`).
 
     Returns
     -------
@@ -77,7 +82,8 @@ def load_acquisition(
             raise InputError("give either an input folder or --mag/--phase files, not both")
         if mag is None or phase is None:
             raise InputError("--mag and --phase must be given together")
-        return load_nifti_acquisition(mag, phase, echo_times_s=echo_times_s, b0_tesla=b0_tesla)
+        return load_nifti_acquisition(mag, phase, echo_times_s=echo_times_s, b0_tesla=b0_tesla,
+                                      phase_unit=phase_unit)
     if not paths:
         raise InputError("give a DICOM or BIDS folder, or --mag and --phase NIfTI files")
     if len(paths) > 1:
@@ -98,14 +104,15 @@ def load_acquisition(
     kind = detect_input_kind(path)
     if kind == "import":
         acq = load_nifti_acquisition(path / "mag.nii.gz", path / "phase.nii.gz",
-                                     echo_times_s=echo_times_s, b0_tesla=b0_tesla)
+                                     echo_times_s=echo_times_s, b0_tesla=b0_tesla,
+                                     phase_unit=phase_unit)
         return acq
-    acq = _load_bids(path, series=series) if kind == "bids" else None
+    acq = _load_bids(path, series=series, phase_unit=phase_unit) if kind == "bids" else None
     if acq is None:  # not BIDS, or a BIDS-looking folder (sub-01/) that holds DICOM files
         from qsmkit.io.dicom import read_dicom
 
         try:
-            acq = read_dicom(path, series=series, b0_tesla=b0_tesla)
+            acq = read_dicom(path, series=series, b0_tesla=b0_tesla, phase_unit=phase_unit)
         except InputError as err:
             if kind == "bids" and "no DICOM images" in str(err):
                 raise InputError(
@@ -135,11 +142,18 @@ def detect_input_kind(folder) -> str:
 # NIfTI
 
 
-def load_nifti_acquisition(mag, phase, *, echo_times_s=None, b0_tesla=None) -> Acquisition:
+def load_nifti_acquisition(mag, phase, *, echo_times_s=None, b0_tesla=None,
+                           phase_unit: str = "auto") -> Acquisition:
     """Magnitude and phase NIfTI files (4D, or 3D per echo) -> :class:`Acquisition`.
 
     Echo times and field strength: the arguments, else the JSON sidecars of the phase (or
     magnitude) files, else ``acquisition.json`` in the folder of the first phase file.
+    Phase units: ``phase_unit`` (see :func:`qsmkit.acquisition.phase_to_radians`). The
+    vendor's phase sign (GE) is converted as on the DICOM route
+    (:func:`qsmkit.io.vendor.to_qsmkit_phase_sign`) unless the sidecar or acquisition.json
+    records that qsmkit already did. Uncombined coil data, one 5D file each
+    (X, Y, Z, echo, coil), are combined by MCPC-3D-S
+    (:func:`qsmkit.echo.coil_combine.combine_coils`).
     """
     mag_files, phase_files = _as_paths(mag), _as_paths(phase)
     if not mag_files or not phase_files:
@@ -233,11 +247,20 @@ def load_nifti_acquisition(mag, phase, *, echo_times_s=None, b0_tesla=None) -> A
         raise InputError(
             "no field strength: give --b0 (tesla) or MagneticFieldStrength in the JSON sidecars"
         )
-    phase_rad, note = phase_to_radians(phase_raw, what="phase")
+    phase_rad, note = phase_to_radians(phase_raw, what="phase", unit=phase_unit)
     del phase_raw
     if note:
         notes.append(note)
     meta = {**(mag_meta[0] if mag_meta else {}), **(phase_meta[0] if phase_meta else {})}
+    manufacturer = str(meta.get("Manufacturer", folder_record.get("manufacturer", "")) or "")
+    from qsmkit.io.vendor import PHASE_SIGN_KEY, QSMKIT_PHASE_SIGN, to_qsmkit_phase_sign
+
+    phase_rad, note = to_qsmkit_phase_sign(phase_rad, manufacturer, meta, folder_record)
+    if note:
+        notes.append(note)
+    meta[PHASE_SIGN_KEY] = QSMKIT_PHASE_SIGN
+    if magnitude.ndim == 5:
+        magnitude, phase_rad = _combine_coils(magnitude, phase_rad, tes, mag_affine, notes)
     record_notes = folder_record.get("notes", []) if isinstance(folder_record, dict) else []
     if isinstance(record_notes, list):
         notes = [str(n) for n in record_notes] + notes
@@ -248,7 +271,7 @@ def load_nifti_acquisition(mag, phase, *, echo_times_s=None, b0_tesla=None) -> A
         echo_times_s=tes,
         b0_tesla=b0,
         affine=mag_affine,
-        manufacturer=str(meta.get("Manufacturer", folder_record.get("manufacturer", "")) or ""),
+        manufacturer=manufacturer,
         series_description=str(meta.get("SeriesDescription",
                                         folder_record.get("series_description", "")) or ""),
         notes=notes,
@@ -300,6 +323,11 @@ def _load_stack(files: list[Path], what: str):
             raise InputError(f"{what} input {path} is a folder; give NIfTI files")
         data, aff, _ = load_nifti(path)
         data = _to_4d(data, path, what)
+        if len(files) > 1 and data.ndim == 5:
+            raise InputError(
+                f"{path.name} holds uncombined coil data {_shape_text(data.shape)}; give it as "
+                "the only file (X, Y, Z, echo, coil)"
+            )
         if len(files) > 1 and data.shape[3] != 1:
             raise InputError(
                 f"{path.name} holds {data.shape[3]} volumes; with one file per echo each "
@@ -329,10 +357,27 @@ def _to_4d(data: np.ndarray, path: Path, what: str) -> np.ndarray:
         extra = data.shape[3:]
         if sum(n > 1 for n in extra) <= 1:
             return data.reshape(data.shape[:3] + (-1,))
+        if data.ndim == 5:  # (X, Y, Z, echo, coil): combined by _combine_coils
+            return data
     raise InputError(
-        f"{what} file {path.name} has shape {data.shape}; expected a 3D volume or a 4D volume "
-        "with echoes last"
+        f"{what} file {path.name} has shape {data.shape}; expected a 3D volume, a 4D volume "
+        "with echoes last or 5D uncombined coil data (X, Y, Z, echo, coil)"
     )
+
+
+def _combine_coils(magnitude, phase_rad, echo_times_s, affine, notes):
+    """(X, Y, Z, E, C) coil data -> (X, Y, Z, E) magnitude and phase, by MCPC-3D-S."""
+    from qsmkit.echo.coil_combine import combine_coils
+    from qsmkit.geometry import voxel_size_from_affine
+
+    combined = combine_coils(magnitude, phase_rad, echo_times_s,
+                             voxel_size_from_affine(affine))
+    notes.append(
+        f"{magnitude.shape[4]} uncombined coil channels (5D: x, y, z, echo, coil) combined by "
+        "MCPC-3D-S (Eckstein 2018): each coil's phase offset removed, magnitude root sum of "
+        "squares"
+    )
+    return combined.magnitude, combined.phase
 
 
 def _shape_text(shape) -> str:
@@ -343,7 +388,7 @@ def _shape_text(shape) -> str:
 # BIDS and overrides
 
 
-def _load_bids(folder: Path, *, series=None) -> Acquisition | None:
+def _load_bids(folder: Path, *, series=None, phase_unit: str = "auto") -> Acquisition | None:
     """The BIDS scan in ``folder`` (None when it holds no MEGRE/GRE scan)."""
     from qsmkit.io import bids
 
@@ -358,13 +403,13 @@ def _load_bids(folder: Path, *, series=None) -> Acquisition | None:
         return None
     if len(refs) > 1:
         if series is not None and 1 <= series <= len(refs):
-            return bids.read_megre(refs[series - 1])
+            return bids.read_megre(refs[series - 1], phase_unit=phase_unit)
         listing = "; ".join(f"{i + 1}: {r.name}" for i, r in enumerate(refs))
         raise InputError(
             f"{folder} holds {len(refs)} multi-echo GRE scans ({listing}); choose one with "
             "--series N (its position in this list) or give its --mag/--phase files"
         )
-    return bids.read_megre(refs[0])
+    return bids.read_megre(refs[0], phase_unit=phase_unit)
 
 
 def _override(acq: Acquisition, *, echo_times_s=None, b0_tesla=None) -> Acquisition:
@@ -421,6 +466,8 @@ def save_acquisition(acq: Acquisition, folder, *, extra: dict | None = None) -> 
 
 def acquisition_record(acq: Acquisition) -> dict:
     """The content of ``acquisition.json``: echo times, B0, geometry, notes (no patient data)."""
+    from qsmkit.io.vendor import PHASE_SIGN_KEY, QSMKIT_PHASE_SIGN
+
     return {
         "echo_times_s": [float(t) for t in acq.echo_times_s],
         "b0_tesla": float(acq.b0_tesla),
@@ -432,6 +479,7 @@ def acquisition_record(acq: Acquisition) -> dict:
         "b0_dir_voxel": [round(float(v), 6) for v in acq.b0_dir],
         "affine": np.round(acq.affine, 6).tolist(),
         "notes": list(acq.notes),
+        PHASE_SIGN_KEY: QSMKIT_PHASE_SIGN,
         "series_numbers": acq.metadata.get("SeriesNumbers", []),
         "dicom_reference": {k: v for k, v in acq.dicom_reference.items() if k in _REFERENCE_UIDS},
     }

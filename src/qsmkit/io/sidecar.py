@@ -126,10 +126,12 @@ def dicom_style_sidecar(acquisition, *, kind: str) -> dict:
         ManufacturersModelName, SeriesDescription, ProtocolName, SeriesNumber, ImageType,
         EchoTime (first echo) and EchoTimes (all, s), EchoNumber list, RepetitionTime,
         FlipAngle, PhaseEncodingDirection/PhaseEncodingAxis when known, Units (rad for phase),
-        ConversionSoftware.
+        PhaseSignConvention (phase: qsmkit's, so it is never negated again), ConversionSoftware.
     """
     if kind not in {"magnitude", "phase"}:
         raise ValueError(f"kind must be 'magnitude' or 'phase', got {kind!r}")
+    from qsmkit.io.vendor import PHASE_SIGN_KEY, QSMKIT_PHASE_SIGN
+
     meta = dict(acquisition.metadata or {})
     tes = [float(t) for t in acquisition.echo_times_s]
     sidecar = {
@@ -159,6 +161,8 @@ def dicom_style_sidecar(acquisition, *, kind: str) -> dict:
         "InPlanePhaseEncodingDirectionDICOM": meta.get("InPlanePhaseEncodingDirectionDICOM"),
         "ImageOrientationPatientDICOM": meta.get("ImageOrientationPatientDICOM"),
         "Units": "rad" if kind == "phase" else None,
+        # Acquisition.phase is always in qsmkit's sign convention (GE already negated).
+        PHASE_SIGN_KEY: QSMKIT_PHASE_SIGN if kind == "phase" else None,
         "ConversionSoftware": CONVERSION_SOFTWARE,
     }
     from qsmkit import __version__
