@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from qsmkit.cli.common import add_phase_unit
+
 COMMAND = "bids"
 ORDER = 60
 HELP = "process a whole BIDS dataset in parallel (Dask), resumable, with group tables"
@@ -36,6 +38,7 @@ def add_arguments(parser) -> None:
                        help="connect to an existing Dask scheduler (e.g. tcp://host:8786)")
     parser.add_argument("--memory-limit", metavar="SIZE", help="per local worker, e.g. 6GB")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_phase_unit(parser)
 
 
 def run(args) -> int:
@@ -50,6 +53,7 @@ def run(args) -> int:
         args.dataset, args.output, participant_label=labels, session=sessions,
         preset=args.preset, workers=args.workers, scheduler=args.scheduler,
         memory_limit=args.memory_limit, progress=not args.no_progress,
+        phase_unit=args.phase_unit,
     )
     print(summary.table())
     print(f"derivatives in {summary.output}; cohort page {summary.output / 'index.html'}")

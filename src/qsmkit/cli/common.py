@@ -349,16 +349,45 @@ def resolve_echo_times(text, path_groups, n_echoes: int):
     return check_echo_times(tes, n_echoes)
 
 
-def phase_in_radians(phase):
-    """Phase in radians in [-pi, pi) (radians, milliradians or a vendor integer encoding such
-    as Siemens -4096..4095, see :func:`qsmkit.acquisition.phase_to_radians`); returns
-    ``(phase, notes)``."""
+def phase_in_radians(phase, *, unit: str = "auto", sidecar_paths=()):
+    """Phase in radians in [-pi, pi) (radians, degrees, milliradians or a vendor integer
+    encoding such as Siemens -4096..4095, see :func:`qsmkit.acquisition.phase_to_radians`),
+    in qsmkit's sign convention (GE negated, from the ``Manufacturer`` of the JSON sidecar
+    of the first of ``sidecar_paths``, see :mod:`qsmkit.io.vendor`); returns
+    ``(phase, notes)``. Notes are printed on the terminal."""
     from qsmkit.acquisition import phase_to_radians
+    from qsmkit.io.sidecar import read_sidecar
+    from qsmkit.io.vendor import to_qsmkit_phase_sign
 
-    radians, note = phase_to_radians(phase, what="phase")
-    if note:
-        log.info(note)
-    return radians, [note] if note else []
+    radians, note = phase_to_radians(phase, what="phase", unit=unit)
+    notes = [note] if note else []
+    paths = [Path(p) for p in sidecar_paths or ()]
+    meta = read_sidecar(paths[0]) if paths else {}
+    if meta:
+        radians, note = to_qsmkit_phase_sign(radians, str(meta.get("Manufacturer", "")), meta)
+        if note:
+            notes.append(note)
+    print_notes(notes)
+    return radians, notes
+
+
+def print_notes(notes) -> None:
+    """Print what the reader did to the input (units rescaled, sign flipped, ...)."""
+    for note in notes:
+        print(f"note: {note}")
+
+
+PHASE_UNIT_HELP = ("unit of the stored phase: auto (detect; refuses ambiguous ranges), rad, "
+                   "deg, mrad, siemens (-4096..4095), uint12 (0..4095), range (the data's "
+                   "min..max is one cycle -pi..pi); default: %(default)s")
+
+
+def add_phase_unit(parser) -> None:
+    """The ``--phase-unit`` option of every command that reads phase."""
+    from qsmkit.acquisition import PHASE_UNITS
+
+    parser.add_argument("--phase-unit", default="auto", choices=PHASE_UNITS,
+                        help=PHASE_UNIT_HELP)
 
 
 def add_acquisition_arguments(parser, *, inputs_help: str) -> None:
@@ -372,6 +401,7 @@ def add_acquisition_arguments(parser, *, inputs_help: str) -> None:
     parser.add_argument("--b0", type=float, metavar="TESLA",
                         help="field strength in T (default: headers or sidecars)")
     parser.add_argument("--series", type=int, metavar="N", help="DICOM series number to use")
+    add_phase_unit(parser)
 
 
 def check_acquisition_arguments(args) -> None:
@@ -390,8 +420,11 @@ def load_acquisition_from_args(args):
 
     check_acquisition_arguments(args)
     echo_times = parse_echo_times(args.echo_times) if args.echo_times else None
-    return load_acquisition(args.inputs, mag=args.mag, phase=args.phase, echo_times_s=echo_times,
-                            b0_tesla=args.b0, series=args.series)
+    acq = load_acquisition(args.inputs, mag=args.mag, phase=args.phase, echo_times_s=echo_times,
+                           b0_tesla=args.b0, series=args.series,
+                           phase_unit=getattr(args, "phase_unit", "auto"))
+    print_notes(acq.notes)
+    return acq
 
 
 def acquisition_input_paths(args) -> list[Path]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qsmkit.cli.common import (
     add_force,
+    add_phase_unit,
     check_same_grid,
     load_echo_series,
     phase_in_radians,
@@ -82,6 +83,7 @@ def add_arguments(parser) -> None:
         help="spatial unwrapping (default: %(default)s)",
     )
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    add_phase_unit(parser)
     add_force(parser)
 
 
@@ -103,7 +105,7 @@ def run(args) -> int:
         phase, phase_affine = load_echo_series(args.phase, "--phase")
         check_same_grid("--phase", phase_affine, phase.shape, affine, mag.shape)
         tes = resolve_echo_times(args.echo_times, [args.phase, args.mag], mag.shape[3])
-        phase, notes = phase_in_radians(phase)
+        phase, notes = phase_in_radians(phase, unit=args.phase_unit, sidecar_paths=args.phase)
         if args.mask:
             mask = load_mask(args.mask, mag.shape)
         else:

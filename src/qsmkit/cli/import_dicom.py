@@ -42,6 +42,9 @@ def add_arguments(parser) -> None:
                         help="field strength (T) when the headers lack it")
     parser.add_argument("--list", action="store_true",
                         help="list the series found (and which are usable) and exit")
+    from qsmkit.cli.common import add_phase_unit
+
+    add_phase_unit(parser)
     add_force(parser)
 
 
@@ -64,7 +67,8 @@ def run(args) -> int:
         raise InputError("give the output folder with -o OUTDIR (or --list to list the series)")
     outdir = Path(args.output)
     check_not_overwriting(outdir, list(IMPORT_NAMES) + [PROVENANCE_NAME], args.force)
-    acq = read_dicom(folder, series=args.series, b0_tesla=args.b0)
+    acq = read_dicom(folder, series=args.series, b0_tesla=args.b0,
+                     phase_unit=getattr(args, "phase_unit", "auto"))
     with staged_output(outdir, force=args.force, protect=[folder]) as stage:
         save_acquisition(acq, stage)
         write_provenance(

@@ -46,6 +46,9 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "-o", "--output", required=True, metavar="OUT", help="output NIfTI file (.nii or .nii.gz)"
     )
+    from qsmkit.cli.common import add_phase_unit
+
+    add_phase_unit(parser)
     add_force(parser)
 
 
@@ -88,7 +91,7 @@ def run(args) -> int:
             raw = raw[:, :, :, 0, :]
         if raw.ndim not in (3, 4):
             raise InputError(f"phase {args.phase} must be 3D or 4D, got shape {raw.shape}")
-        phase, notes = phase_in_radians(raw)
+        phase, notes = phase_in_radians(raw, unit=args.phase_unit, sidecar_paths=[args.phase])
         mag = None
         if args.mag:
             mag, mag_affine = load_echo_series(args.mag, "--mag")

@@ -38,6 +38,7 @@ class SubjectTask:
     config: dict
     labels_path: str | None = None
     lut_path: str | None = None
+    phase_unit: str = "auto"
 
     @property
     def prefix(self) -> str:
@@ -169,13 +170,15 @@ def process_subject(task: SubjectTask) -> dict:
         run_rel = Path("qsmkit") / task.prefix
         inputs = _input_files(task.ref)
         checksums = _checksums(inputs)
-        cfg_hash = deriv.config_hash(task.config)
+        # A forced phase unit changes the result: it is part of what a resumed run compares.
+        cfg_hash = deriv.config_hash(task.config if task.phase_unit == "auto"
+                                     else {**task.config, "phase_unit": task.phase_unit})
         if deriv.is_complete(subject_dir / run_rel, subject_dir / "anat", task.prefix, cfg_hash,
                              checksums):
             out.update(status="skipped", seconds=0.0)
             out.update(_collect_previous(subject_dir / run_rel, task))
             return out
-        acq = read_megre(task.ref)
+        acq = read_megre(task.ref, phase_unit=task.phase_unit)
         config = QSMConfig(**task.config)
         with staged_output(subject_dir, force=True) as stage:
             run_dir = stage / run_rel
@@ -261,7 +264,7 @@ def _client(workers: int | None, scheduler: str | None, memory_limit: str | None
 
 
 def plan_tasks(dataset: Path, output: Path, *, participant_label=None, session=None,
-               config=None) -> list[SubjectTask]:
+               config=None, phase_unit: str = "auto") -> list[SubjectTask]:
     from qsmkit.io.bids import find_megre
 
     refs = find_megre(dataset, participant_label=participant_label, session=session)
@@ -277,6 +280,7 @@ def plan_tasks(dataset: Path, output: Path, *, participant_label=None, session=N
             acq=getattr(ref, "acq", None), run=getattr(ref, "run", None),
             output_root=str(output), config=config,
             labels_path=str(labels) if labels else None, lut_path=str(lut) if lut else None,
+            phase_unit=phase_unit,
         ))
     return tasks
 
@@ -292,8 +296,13 @@ def run_cohort(
     scheduler: str | None = None,
     memory_limit: str | None = None,
     progress: bool = True,
+    phase_unit: str = "auto",
 ) -> CohortSummary:
-    """Process every multi-echo GRE acquisition of a BIDS dataset; returns the summary."""
+    """Process every multi-echo GRE acquisition of a BIDS dataset; returns the summary.
+
+    ``phase_unit`` (``--phase-unit``) forces the unit of the stored phase for every scan
+    (see :func:`qsmkit.acquisition.phase_to_radians`).
+    """
     from distributed import as_completed
     from tqdm import tqdm
 
@@ -307,7 +316,7 @@ def run_cohort(
     output = Path(output) if output else dataset / "derivatives" / "qsmkit"
     config = dataclasses.asdict(QSMConfig.from_preset(preset))
     tasks = plan_tasks(dataset, output, participant_label=participant_label, session=session,
-                       config=config)
+                       config=config, phase_unit=phase_unit)
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "dataset_description.json", deriv.dataset_description())
     client, cluster = _client(workers, scheduler, memory_limit)
