@@ -63,21 +63,95 @@ def scatter(values, mask, fill=0.0, dtype=np.float32) -> np.ndarray:
     return out
 
 
-def weight_from_noise(noise_std, valid) -> np.ndarray:
-    """Data weight ``1/noise_std`` normalised to mean 1 over ``valid`` voxels (N,).
+WEIGHT_CLIP_RELATIVE = (0.1, 2.5)
+"""Data weights are clipped to this range times their median in the mask (see
+:func:`weight_from_noise`): no voxel counts more than 2.5 median voxels, so the top 1 % of
+voxels hold at most about 2.5 % of the total weight, and none less than a tenth of one."""
 
-    Voxels with zero estimated noise (noiseless data or an exact fit) are floored at 1e-3 of
-    the median positive noise level so that the weight stays finite; invalid voxels get 0.
+NOISE_FREE_SNR = 1.0e4
+"""Signal-to-noise ratio (RMS magnitude over the robust noise level) above which data are
+treated as noise-free: beyond any MRI scan, reached only by simulations (float32 rounding)."""
+
+MISFIT_QUANTILE = 0.99
+"""A voxel's own residual replaces the global noise level only when it exceeds this quantile
+of the chi-square distribution expected of noise alone (a fit failure, not noise)."""
+
+
+def _chi2_quantile_over_dof(q: float, dof: int) -> float:
+    from scipy.stats import chi2
+
+    return float(chi2.ppf(q, dof)) / dof
+
+
+def weight_from_noise(var_unit, sse, dof: int, signal_power, valid) -> np.ndarray:
+    """Bounded data weight ``1/sigma_f`` from a robust, global noise level (N,), mean 1.
+
+    The field noise of a voxel is ``sigma_f^2 = var_unit * s^2``: ``var_unit`` (known from
+    the magnitudes and echo times: the variance of the fitted field for unit noise) times
+    the noise variance ``s^2`` of the data. ``s^2`` is estimated once over all valid voxels
+    as the median of the per-voxel ``sse / dof`` divided by the median of chi-square/dof
+    (a consistent, outlier-proof estimate for Gaussian noise), not voxel by voxel: with
+    three echoes the per-voxel estimate has one degree of freedom, and ``1/sqrt`` of a
+    chi-square(1) variable has an infinite mean, so a few voxels with a near-zero residual
+    took nearly all of the weight (noise-free data: all of it). A voxel keeps its own
+    ``sse / dof`` only where it exceeds the 99th percentile expected of noise
+    (:data:`MISFIT_QUANTILE`: flow, motion, wraps between echoes): such voxels are
+    down-weighted, none is up-weighted. The result is clipped to
+    :data:`WEIGHT_CLIP_RELATIVE` times its median and normalised to mean 1.
+
+    Data with no measurable noise (``sqrt(mean |S|^2 / s^2) > NOISE_FREE_SNR``) get uniform
+    weights: with no noise there is nothing to weight by. Without residual degrees of
+    freedom (``dof = 0``: two echoes with an offset) the noise cannot be estimated and the
+    magnitude-only weight ``1/sqrt(var_unit)`` is used (the same for any noise level).
+
+    Parameters
+    ----------
+    var_unit : (N,) floats, Hz^2 per unit noise variance
+        Variance of the fitted field for unit data noise; ``inf`` where undetermined.
+    sse : (N,) floats
+        Residual sum of squares of each voxel (same unit as the noise variance).
+    dof : int
+        Residual degrees of freedom of each voxel (echoes minus fitted parameters).
+    signal_power : (N,) floats
+        Mean signal power over the echoes, ``mean_j |S_j|^2`` (same unit as ``sse``).
+    valid : (N,) bool
+        Voxels with a meaningful fit; the others get weight 0.
+
+    Returns
+    -------
+    (N,) float32, mean 1 over the valid voxels with a finite ``var_unit``.
+
+    References
+    ----------
+    de Rochefort L, Liu T, Kressler B, et al. Quantitative susceptibility map reconstruction
+    from MR phase data using Bayesian regularization. Magn Reson Med 2010;63:194-206 (the
+    inverse noise standard deviation of the field as data weight).
+    Liu T, Wisnieff C, Lou M, et al. Nonlinear formulation of the magnetic field to source
+    relationship for robust quantitative susceptibility mapping. Magn Reson Med
+    2013;69:467-476 (field noise from the multi-echo complex fit).
     """
-    noise_std = np.asarray(noise_std, dtype=float)
-    weight = np.zeros(noise_std.shape, dtype=float)
-    ok = valid & np.isfinite(noise_std)
+    var_unit = np.asarray(var_unit, dtype=float)
+    sse = np.broadcast_to(np.asarray(sse, dtype=float), var_unit.shape)
+    power = np.broadcast_to(np.asarray(signal_power, dtype=float), var_unit.shape)
+    weight = np.zeros(var_unit.shape, dtype=float)
+    ok = np.asarray(valid, dtype=bool) & np.isfinite(var_unit) & (var_unit > 0)
     if not ok.any():
         return weight.astype(np.float32)
-    positive = noise_std[ok & (noise_std > 0)]
-    floor = 1e-3 * float(np.median(positive)) if positive.size else 1.0
-    weight[ok] = 1.0 / np.maximum(noise_std[ok], floor)
-    weight[ok] /= weight[ok].mean()
+    if dof > 0:
+        s2_voxel = np.maximum(sse[ok], 0.0) / dof
+        s2 = float(np.median(s2_voxel)) / _chi2_quantile_over_dof(0.5, dof)
+        if not s2 > float(np.median(power[ok])) / NOISE_FREE_SNR**2:
+            weight[ok] = 1.0
+            return weight.astype(np.float32)
+        misfit = s2_voxel / _chi2_quantile_over_dof(MISFIT_QUANTILE, dof)
+        s2_eff = np.maximum(s2, misfit)
+    else:
+        s2_eff = 1.0
+    w = 1.0 / np.sqrt(var_unit[ok] * s2_eff)
+    median = float(np.median(w))
+    lo, hi = WEIGHT_CLIP_RELATIVE
+    w = np.clip(w, lo * median, hi * median)
+    weight[ok] = w / w.mean()
     return weight.astype(np.float32)
 
 

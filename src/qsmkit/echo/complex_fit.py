@@ -167,8 +167,11 @@ class ComplexFieldFit:
         noise of unit standard deviation is given instead (a relative map). ``inf`` where
         the magnitude is zero.
     weight : (X, Y, Z) float32
-        ``1 / noise_std_hz`` normalised to mean 1 in the mask, 0 outside: a data weight for
-        the dipole inversion (Liu 2013).
+        Bounded inverse field noise, mean 1 in the mask, 0 outside: a data weight for the
+        dipole inversion (Liu 2013). The noise level is estimated once over the mask, so
+        the weight follows the magnitudes (per-voxel residuals only lower it where the fit
+        fails); uniform on noise-free data; clipped to 0.1-2.5 times its median (see
+        :func:`qsmkit.echo._common.weight_from_noise`).
     magnitude_rss : (X, Y, Z) float32
         Root-sum-of-squares magnitude over echoes (for unwrapping weights).
     r2star_per_s : (X, Y, Z) float32, 1/s
@@ -217,20 +220,27 @@ class ComplexFieldFit:
         return sse
 
     @functools.cached_property
-    def _noise_std(self) -> np.ndarray:
+    def _var_unit(self) -> np.ndarray:
+        """Variance of the fitted field (Hz^2) for unit complex noise, from the magnitudes."""
         tes = self.echo_times_s
         w = self._mag.astype(float) ** 2
-        if tes.size == 1:
-            with np.errstate(divide="ignore"):
-                return 1.0 / (TWO_PI * tes[0] * np.sqrt(w[:, 0]))
-        a, b, c = w.sum(axis=1), w @ tes, w @ (tes * tes)
-        det = a * c - b * b
-        sigma2 = self._sse / (tes.size - 2) if tes.size > 2 else np.ones_like(a)
-        if tes.size > 2 and not np.any(sigma2 > 0):
-            sigma2 = np.ones_like(a)  # noiseless data: fall back to the magnitude-only map
         with np.errstate(divide="ignore", invalid="ignore"):
-            var = np.where(det > 0, sigma2 * a / det, np.inf)
-        return np.sqrt(var) / TWO_PI
+            if tes.size == 1:
+                var = np.where(w[:, 0] > 0, 1.0 / w[:, 0], np.inf) / (TWO_PI * tes[0]) ** 2
+                return var
+            a, b, c = w.sum(axis=1), w @ tes, w @ (tes * tes)
+            det = a * c - b * b
+            return np.where(det > 0, a / det, np.inf) / TWO_PI**2
+
+    @functools.cached_property
+    def _noise_std(self) -> np.ndarray:
+        tes = self.echo_times_s
+        if tes.size <= 2:
+            return np.sqrt(self._var_unit)
+        sigma2 = self._sse / (tes.size - 2)
+        if not np.any(sigma2 > 0):
+            sigma2 = np.ones_like(sigma2)  # noiseless data: fall back to the magnitude-only map
+        return np.sqrt(sigma2 * self._var_unit)
 
     # -- maps ----------------------------------------------------------------------------
     @functools.cached_property
@@ -260,8 +270,12 @@ class ComplexFieldFit:
 
     @functools.cached_property
     def weight(self) -> np.ndarray:
-        valid = np.isfinite(self._noise_std)
-        return scatter(weight_from_noise(self._noise_std, valid), self.mask)
+        tes = self.echo_times_s
+        dof = max(tes.size - 2, 0)
+        sse = self._sse if dof else np.zeros(self._var_unit.shape)
+        power = (self._mag.astype(float) ** 2).mean(axis=1)
+        valid = np.isfinite(self._var_unit)
+        return scatter(weight_from_noise(self._var_unit, sse, dof, power, valid), self.mask)
 
     @functools.cached_property
     def magnitude_rss(self) -> np.ndarray:

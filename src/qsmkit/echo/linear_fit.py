@@ -50,7 +50,9 @@ class LinearFieldFit:
     noise_std_hz : Hz, standard deviation of ``field_hz`` propagated from the residual
         (needs more echoes than parameters; otherwise the magnitude-only value for unit
         phase noise at unit magnitude, a relative map). ``inf`` where all weights are 0.
-    weight : ``1/noise_std_hz`` normalised to mean 1 in the mask (data weight for inversion).
+    weight : bounded inverse field noise, mean 1 in the mask (data weight for inversion): the
+        noise level is estimated once over the mask, uniform on noise-free data, clipped to
+        0.1-2.5 times its median (see :func:`qsmkit.echo._common.weight_from_noise`).
     """
 
     field_hz: np.ndarray
@@ -142,7 +144,10 @@ def linear_fit(
         offset_rad=scatter(offset, mask),
         residual_rad=scatter(rms, mask),
         noise_std_hz=scatter(noise, mask, fill=np.inf),
-        weight=scatter(weight_from_noise(noise, good), mask),
+        weight=scatter(
+            weight_from_noise(var_slope_unit / TWO_PI**2, wrss, max(dof, 0), a / tes.size, good),
+            mask,
+        ),
     )
 
 
