@@ -48,6 +48,7 @@ def synthetic_head(seed=0, shape=(56, 64, 56), voxel_size=(2.0, 2.0, 2.0)):
 # --------------------------------------------------------------------------- robust
 def test_registry():
     assert METHODS["robust"] is robust
+    assert set(METHODS) == {"auto", "bet", "robust"}
 
 
 def test_sphere_in_noise_is_recovered_exactly():
@@ -271,7 +272,7 @@ def test_cli_mask_folder_and_file_outputs(tmp_path):
     nib.save(nib.Nifti1Image(echoes, affine), str(mag_path))
 
     out = tmp_path / "out"
-    assert main(["mask", str(mag_path), "-o", str(out)]) == 0
+    assert main(["mask", str(mag_path), "-o", str(out), "--method", "robust"]) == 0
     image = nib.load(str(out / "mask.nii.gz"))
     assert np.allclose(image.affine, affine)
     written = np.asarray(image.dataobj) > 0
@@ -279,7 +280,8 @@ def test_cli_mask_folder_and_file_outputs(tmp_path):
     record = json.loads((out / "qsmkit.json").read_text())
     assert record["mask"]["mask_voxels"] == written.sum()
     assert main(["mask", str(mag_path), "-o", str(out)]) == 2  # no overwrite without --force
-    assert main(["mask", str(mag_path), "-o", str(out), "--erode-mm", "4", "--force"]) == 0
+    assert main(["mask", str(mag_path), "-o", str(out), "--erode-mm", "4", "--force",
+                 "--method", "robust"]) == 0
     eroded = np.asarray(nib.load(str(out / "mask.nii.gz")).dataobj) > 0
     assert eroded.sum() < written.sum() and not (eroded & ~written).any()
 

@@ -36,7 +36,7 @@ PRESETS: dict[str, dict] = {
 class QSMConfig:
     """Every choice of the pipeline; method names are those of the stage registries."""
 
-    mask: str = "robust"
+    mask: str = "auto"
     mask_options: dict = dataclasses.field(default_factory=dict)
     fieldmap: str = "complex"
     unwrap: str = "romeo"
@@ -174,7 +174,12 @@ def run_qsm(
                 raise InputError(f"mask shape {mask.shape} does not match data {acq.shape}")
             config = dataclasses.replace(config, mask="user")
         else:
-            mask = masking.METHODS[config.mask](magnitude, voxel_size, **config.mask_options)
+            # auto: BET for a whole head with skull, robust for crops and skull-less phantoms;
+            # whole-head masks are trimmed where the phase is unreliable (docs/masking.md)
+            mask, info["mask"] = masking.brain_mask(
+                acq.magnitude, voxel_size, method=config.mask, phase_rad=acq.phase,
+                **config.mask_options,
+            )
         if not mask.any():
             raise InputError("the brain mask is empty; check the magnitude or give --mask")
         info["mask_voxels"] = int(mask.sum())

@@ -15,8 +15,11 @@ HELP = "brain mask from magnitude (optionally trimmed where the phase is noisy)"
 DESCRIPTION = """Compute a brain(-plus) mask from GRE magnitude and write it on the input grid.
 
 The magnitude (one 4D file with echoes last, or one 3D file per echo) is combined by
-root-sum-of-squares, thresholded relative to the local tissue level, opened to cut the scalp
-from the brain, reduced to its largest component and hole-filled (qsmkit.masking.robust).
+root-sum-of-squares. --method bet fits a deformable surface that stops at the dark skull
+(qsmkit.masking.bet, Smith 2002; a whole head); --method robust thresholds relative to the
+local tissue level, opens to cut the scalp from the brain, keeps the largest component and
+fills holes (qsmkit.masking.robust; crops and phantoms without skull); --method auto (the
+default) picks bet when the whole head with its skull is in the field of view, else robust.
 With --phase (wrapped phase in radians, same echoes) voxels whose phase is locally
 inconsistent are trimmed (qsmkit.masking.phase_quality). --erode-mm erodes the result.
 
@@ -27,6 +30,7 @@ examples:
   qsmkit mask mag.nii.gz -o out/
   qsmkit mask mag_e1.nii.gz mag_e2.nii.gz --phase ph_e1.nii.gz ph_e2.nii.gz -o brain_mask.nii.gz
   qsmkit mask mag.nii.gz -o out/ --erode-mm 2 --force
+  qsmkit mask mag.nii.gz -o out/ --method bet --bt 0.6
 """
 
 
@@ -37,12 +41,19 @@ def add_arguments(parser) -> None:
                         help="wrapped phase NIfTI in radians (same grid and echoes)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="output folder, or a .nii/.nii.gz file name")
+    parser.add_argument("--method", choices=["auto", "bet", "robust"], default="auto",
+                        help="mask method (default: %(default)s)")
+    parser.add_argument("--bt", type=float, default=0.7, metavar="F",
+                        help="bet: fractional intensity threshold in (0, 1); smaller gives a "
+                        "larger mask (default: %(default)s)")
     parser.add_argument("--erode-mm", type=float, default=0.0, metavar="MM",
                         help="erode the final mask by this radius (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.5, metavar="F",
-                        help="fraction of the local tissue level to keep (default: %(default)s)")
+                        help="robust: fraction of the local tissue level to keep "
+                        "(default: %(default)s)")
     parser.add_argument("--opening-mm", type=float, default=8.0, metavar="MM",
-                        help="radius that cuts the scalp from the brain (default: %(default)s)")
+                        help="robust: radius that cuts the scalp from the brain "
+                        "(default: %(default)s)")
     parser.add_argument("--phase-threshold", type=float, default=0.5, metavar="Q",
                         help="minimum phase quality in (0, 1) with --phase "
                         "(default: %(default)s)")
@@ -58,15 +69,23 @@ def run(args) -> int:
 
     from qsmkit.errors import InputError
     from qsmkit.geometry import voxel_size_from_affine
-    from qsmkit.masking import phase_quality, robust
+    from qsmkit.masking import bet, choose_method, phase_quality, robust
     from qsmkit.masking.robust import combine_echoes, erode, largest_component
 
     if not args.erode_mm >= 0:
         raise InputError(f"--erode-mm must be >= 0, got {args.erode_mm}")
     magnitude, affine = load_volumes(args.magnitude, "magnitude")
     voxel_size = voxel_size_from_affine(affine)
-    mask = robust(magnitude, voxel_size, threshold=args.threshold, opening_mm=args.opening_mm)
-    info = {"voxel_size_mm": list(voxel_size), "robust_voxels": int(mask.sum())}
+    info = {"voxel_size_mm": list(voxel_size), "requested_method": args.method}
+    method = args.method
+    if method == "auto":
+        method, info["choice"] = choose_method(magnitude, voxel_size)
+    if method == "bet":
+        mask = bet(magnitude, voxel_size, bt=args.bt)
+    else:
+        mask = robust(magnitude, voxel_size, threshold=args.threshold,
+                      opening_mm=args.opening_mm)
+    info.update(method=method, magnitude_mask_voxels=int(mask.sum()))
     if args.phase:
         phase, phase_affine = load_volumes(args.phase, "phase")
         check_same_grid("phase", phase_affine, phase.shape, affine, magnitude.shape)
@@ -88,7 +107,8 @@ def run(args) -> int:
         raise InputError("the mask is empty; lower --threshold/--phase-threshold or --erode-mm")
     volume_ml = float(mask.sum() * np.prod(voxel_size)) / 1000.0
     info.update(mask_voxels=int(mask.sum()), mask_volume_ml=volume_ml)
-    config = {"threshold": args.threshold, "opening_mm": args.opening_mm,
+    config = {"method": method, "bt": args.bt if method == "bet" else None,
+              "threshold": args.threshold, "opening_mm": args.opening_mm,
               "erode_mm": args.erode_mm,
               "phase_threshold": args.phase_threshold if args.phase else None}
     inputs = list(args.magnitude) + list(args.phase or [])
@@ -97,5 +117,5 @@ def run(args) -> int:
         [("", mask, affine, "qsmkit brain mask", "")],
         inputs=inputs, config=config, extra={"mask": info},
     )
-    print(f"mask written to {path}: {int(mask.sum())} voxels, {volume_ml:.1f} mL")
+    print(f"mask ({method}) written to {path}: {int(mask.sum())} voxels, {volume_ml:.1f} mL")
     return 0

@@ -31,6 +31,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     parser.add_argument("--mask", metavar="MASK",
                         help="brain mask NIfTI (replaces the automatic one)")
+    parser.add_argument("--mask-method", choices=["auto", "bet", "robust"],
+                        help="automatic mask: bet (whole head), robust (crops, phantoms) or "
+                        "auto, which picks one from the field of view (default: auto)")
     parser.add_argument("--preset", default="default", choices=["fast", "default", "accurate"],
                         help="method set (default: %(default)s)")
     parser.add_argument("--unwrap", metavar="METHOD", help="romeo | laplacian")
@@ -63,7 +66,8 @@ def run(args) -> int:
     check_not_overwriting(outdir, RUN_OUTPUTS, args.force)
     acq = load_acquisition_from_args(args)
     config = QSMConfig.from_preset(args.preset, unwrap=args.unwrap, bgremove=args.bgremove,
-                                   invert=args.invert, reference=args.reference)
+                                   invert=args.invert, reference=args.reference,
+                                   mask=args.mask_method)
     user_mask = None
     if args.mask:
         from qsmkit.cli.common import load_mask
