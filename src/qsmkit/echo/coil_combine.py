@@ -9,7 +9,8 @@ longer ``2 pi f TE``. MCPC-3D-S estimates each offset from the first two echoes:
 1. the Hermitian inner product of echoes 1 and 2 summed over coils,
    ``h = sum_c z_c1* z_c2``, whose phase is ``2 pi f (TE2 - TE1)`` free of every offset;
 2. its phase is unwrapped spatially (ROMEO-type region growing,
-   :func:`qsmkit.unwrap.region_growing`) and scaled back to the first echo time:
+   :func:`qsmkit.unwrap.region_growing`; the global 2*pi*k chosen so that the
+   magnitude-weighted median lies within -pi..pi) and scaled back to the first echo time:
    ``theta_c = angle(z_c1) - TE1 / (TE2 - TE1) * unwrap(angle(h))``;
 3. the offsets are smoothed (a Gaussian of ``sigma_mm`` on ``m_c1 exp(i theta_c)``, so
    noise and low-signal voxels do not disturb them: the "S" of MCPC-3D-S);
@@ -115,6 +116,9 @@ def combine_coils(magnitude, phase, echo_times_s, voxel_size=(1.0, 1.0, 1.0), *,
     delta = region_growing(np.angle(hip).astype(np.float32), np.sqrt(hip_mag),
                            voxel_size=voxel_size)
     del hip, z2
+    # Spatial unwrapping leaves a global 2*pi*k free: take the k that puts the
+    # magnitude-weighted median field offset within one cycle of zero (a shimmed scan).
+    delta = delta - 2 * np.pi * np.round(_weighted_median(delta, hip_mag) / (2 * np.pi))
     ratio = tes[0] / (tes[1] - tes[0])
     offsets = np.angle(z1 * np.exp(-1j * ratio * delta)[..., None])
     offsets = _smooth_offsets(offsets, magnitude[..., 0, :], voxel_size, sigma_mm)
@@ -129,6 +133,14 @@ def combine_coils(magnitude, phase, echo_times_s, voxel_size=(1.0, 1.0, 1.0), *,
         phase=np.angle(combined).astype(np.float32),
         offsets_rad=offsets.astype(np.float32),
     )
+
+
+def _weighted_median(values, weights) -> float:
+    order = np.argsort(values, axis=None)
+    cumulative = np.cumsum(weights.ravel()[order], dtype=np.float64)
+    if cumulative[-1] <= 0:
+        return float(np.median(values))
+    return float(values.ravel()[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def _smooth_offsets(offsets, weight, voxel_size, sigma_mm) -> np.ndarray:
