@@ -43,3 +43,16 @@ def score_chi(chi_ppm, truth_ppm, truth_mask, chi_mask) -> dict:
     nrmse = 100.0 * float(np.linalg.norm(estimate - truth) / np.linalg.norm(truth))
     return {"nrmse_percent": nrmse, "slope": robust_slope(estimate, truth),
             "kept_percent": 100.0 * float(region.sum()) / float(truth_mask.sum())}
+
+
+def region_slope(chi_ppm, truth_ppm, regions: dict, chi_mask) -> float:
+    """Slope (least squares with intercept) of the region means of ``chi_ppm`` on those of the
+    truth: the deep-grey-matter slope of the QSM challenges (Langkammer et al., Magn Reson Med
+    2018;79:1661-1673), robust to a smoothed texture that a voxel-wise slope would penalise."""
+    chi_mask = np.asarray(chi_mask, bool)
+    pairs = [(float(np.mean(truth_ppm[r & chi_mask])), float(np.mean(chi_ppm[r & chi_mask])))
+             for r in regions.values() if (r & chi_mask).any()]
+    if len(pairs) < 2:
+        return 0.0
+    truth, estimate = np.array(pairs).T
+    return float(np.polyfit(truth, estimate, 1)[0])
