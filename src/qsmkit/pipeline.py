@@ -96,6 +96,8 @@ class QSMResult:
     config: QSMConfig
     timings_s: dict
     info: dict
+    warnings: list = dataclasses.field(default_factory=list)
+    """Findings of the quality gates (:class:`qsmkit.qc.QCWarning`), see :mod:`qsmkit.qc`."""
 
 
 def combined_magnitude(magnitude: np.ndarray) -> np.ndarray:
@@ -225,6 +227,13 @@ def run_qsm(
             info["reference"] = ref_info
         chi = np.where(local.mask, chi, 0).astype(np.float32)
 
+    from qsmkit import qc
+
+    warnings = qc.judge_reconstruction(
+        chi_ppm=chi, local_field_hz=np.where(local.mask, local.field_hz, 0), local_mask=local.mask,
+        mask=mask, voxel_size=voxel_size, phase_rad=acq.phase, notes=acq.notes, weight=weight,
+        fit_residual=residual, fieldmap=config.fieldmap,
+    )
     return QSMResult(
         chi_ppm=chi,
         field_hz=np.where(mask, field_hz, 0).astype(np.float32),
@@ -237,4 +246,5 @@ def run_qsm(
         config=config,
         timings_s=timings,
         info=info,
+        warnings=warnings,
     )

@@ -98,6 +98,7 @@ def reconstruct_and_save(
     from qsmkit.report.qc import qc_metrics
 
     record = {
+        "warnings": [w.as_dict() for w in result.warnings],
         "qc": qc_metrics(result, acq.affine),
         "b0_tesla": float(acq.b0_tesla),
         "echo_times_s": acq.echo_times_s.tolist(),

@@ -56,5 +56,9 @@ def run(args) -> int:
         phase_unit=args.phase_unit,
     )
     print(summary.table())
+    from qsmkit.cli.common import print_warnings
+
+    for subject in sorted(summary.results, key=lambda r: r["label"]):
+        print_warnings(subject.get("warnings"), prefix=f"{subject['label']}: ")
     print(f"derivatives in {summary.output}; cohort page {summary.output / 'index.html'}")
     return 1 if summary.failed else 0

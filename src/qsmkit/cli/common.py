@@ -377,6 +377,18 @@ def print_notes(notes) -> None:
         print(f"note: {note}")
 
 
+def print_warnings(warnings, *, prefix: str = "") -> None:
+    """Print quality-gate findings (:class:`qsmkit.qc.QCWarning` or their dicts) to stderr,
+    one line each: ``warning [CODE]: message (value X, threshold Y) — advice``."""
+    import sys
+
+    from qsmkit.qc import QCWarning
+
+    for item in warnings or ():
+        finding = item if isinstance(item, QCWarning) else QCWarning.from_dict(item)
+        print(prefix + finding.line(), file=sys.stderr)
+
+
 PHASE_UNIT_HELP = ("unit of the stored phase: auto (detect; refuses ambiguous ranges), rad, "
                    "deg, mrad, siemens (-4096..4095), uint12 (0..4095), range (the data's "
                    "min..max is one cycle -pi..pi); default: %(default)s")

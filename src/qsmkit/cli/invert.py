@@ -213,6 +213,10 @@ def run(args) -> int:
     with timer(args.method):
         chi = METHODS[args.method](field_hz, mask, voxel_size, b0_dir=tuple(b0_dir),
                                    b0_tesla=b0, **extra, **options)
+    from qsmkit.cli.common import print_warnings
+    from qsmkit.qc import judge_inversion
+
+    warnings = judge_inversion(chi, field_hz, mask, voxel_size, weight=extra.get("weight"))
 
     out = Path(args.output)
     if out.name.endswith((".nii", ".nii.gz")):
@@ -233,6 +237,7 @@ def run(args) -> int:
                     "csf_mask": args.csf_mask is not None},
             inputs=inputs,
             extra={
+                "warnings": [w.as_dict() for w in warnings],
                 "voxel_size_mm": list(voxel_size),
                 "b0_dir_voxel": np.round(b0_dir, 6).tolist(),
                 "timings_s": timer.seconds,
@@ -242,6 +247,7 @@ def run(args) -> int:
         )
         if provenance is not None:
             record.rename(stage / provenance)
+    print_warnings(warnings)
     values = chi[mask]
     print(f"{args.method}: chi on {int(mask.sum())} voxels, median {np.median(values):+.4f} "
           f"ppm, 1-99% {np.percentile(values, 1):+.3f}..{np.percentile(values, 99):+.3f} ppm "

@@ -81,6 +81,9 @@ def run(args) -> int:
             command=getattr(args, "command_line", "qsmkit run"), dicom_out=args.dicom_out,
             report=not args.no_report,
         )
+    from qsmkit.cli.common import print_warnings
+
+    print_warnings(result.warnings)
     chi = result.chi_ppm[result.local_mask]
     print(f"chi map written to {outdir / 'chi.nii.gz'}: {int(result.local_mask.sum())} voxels, "
           f"median {np.median(chi):+.4f} ppm, 1-99% range "

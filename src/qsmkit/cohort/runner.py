@@ -199,7 +199,8 @@ def process_subject(task: SubjectTask) -> dict:
             from qsmkit.report.html import write_report
 
             write_report(run_dir)
-        out.update(status="done", qc=qc, roi=roi_rows)
+        out.update(status="done", qc=qc, roi=roi_rows,
+                   warnings=[w.as_dict() for w in result.warnings])
     except Exception as err:  # isolate every subject: report, never propagate
         message = str(err) if isinstance(err, InputError) else (
             f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}")
@@ -231,6 +232,8 @@ def _collect_previous(run_dir: Path, task: SubjectTask) -> dict:
     found = {}
     if (run_dir / "qc.json").exists():
         found["qc"] = json.loads((run_dir / "qc.json").read_text())
+    if (run_dir / "qsmkit.json").exists():
+        found["warnings"] = json.loads((run_dir / "qsmkit.json").read_text()).get("warnings", [])
     if (run_dir / "roi.tsv").exists():
         with open(run_dir / "roi.tsv", newline="") as handle:
             found["roi"] = [{"subject": task.subject, "session": task.session or "", **row}

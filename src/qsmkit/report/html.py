@@ -126,6 +126,8 @@ pre{font-size:11px;background:#f5f6f8;padding:8px;overflow:auto;max-height:320px
 .provline{font-size:13px}
 .thumb{width:85px;height:85px;image-rendering:pixelated;border:2px solid #ccd;display:block}
 .muted{color:#667;font-size:12px}
+section.warnings{background:#fff4e5;border:2px solid #d9822b}
+section.warnings li{margin:4px 0;font-size:13px} .warncode{font-weight:bold;color:#a04e00}
 """
 
 VIEWER_JS = """
@@ -445,6 +447,26 @@ def _qc_numbers(folder: Path, prov: dict) -> dict:
     return {k: v for k, v in numbers.items() if isinstance(v, (int, float, str))}
 
 
+def _warnings_section(prov: dict) -> str:
+    """The quality-gate findings of ``qsmkit.json`` (see :mod:`qsmkit.qc`) in a visible box."""
+    items = []
+    for w in prov.get("warnings") or []:
+        if not isinstance(w, dict):
+            continue
+        value, threshold = w.get("value"), w.get("threshold")
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in (("value", value),
+                                                       ("threshold", threshold))
+                            if isinstance(v, (int, float)))
+        items.append(f"<li><span class='warncode'>[{html.escape(str(w.get('code', '')))}]"
+                     f"</span> {html.escape(str(w.get('message', '')))}"
+                     + (f" ({html.escape(numbers)})" if numbers else "")
+                     + f" — {html.escape(str(w.get('advice', '')))}</li>")
+    if not items:
+        return ""
+    return ("<section id='warnings' class='warnings'><h2>Quality warnings "
+            f"({len(items)})</h2><ul>{''.join(items)}</ul></section>")
+
+
 def _provenance_section(prov: dict) -> str:
     timings = {k: v for k, v in (prov.get("timings_s") or {}).items()
                if isinstance(v, (int, float))}
@@ -486,6 +508,9 @@ def build_report(folder) -> str:
     prov = read_provenance(folder)
     title = prov.get("title") or f"qsmkit report: {folder.resolve().name}"
     parts: list[tuple[str, str, str]] = []  # (anchor, nav label, html)
+    warnings = _warnings_section(prov)
+    if warnings:
+        parts.append(("warnings", "Warnings", warnings))
     summary = prov.get("summary")
     if summary:
         parts.append(("summary", "Summary",
