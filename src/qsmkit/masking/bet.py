@@ -290,8 +290,11 @@ def bet(
         similar noise; the early echoes, least affected by T2* dropouts near the sinuses,
         dominate the sum).
     voxel_size : 3 floats, mm
-    bt : float in (0, 1), default 0.5
+    bt : float in (0, 1), default 0.7
         Fractional intensity threshold (Smith 2002): smaller values give larger masks.
+        Smith's default 0.5 (tuned on T1/T2-weighted images) lets the surface pass the thin
+        skull base into the neck and temporal muscles of GRE magnitude images: measured on a
+        real 3 mm Philips head, 2.25 L at 0.5 and 1.57 L at 0.7 (docs/masking.md).
     iterations : int, default 1000
         Surface update steps.
     subdivisions : int, default 4
