@@ -93,7 +93,7 @@ is 12 %); more than half means the mask kept background or skull."""
 
 BACKGROUND_MAX_FRACTION = 0.5
 """Tissue fields change sign over millimetres and mostly average out under an 8 mm
-low-pass; on good reconstructions the ratio measured 0.2-0.4 (docs/qc.md). Above 0.5 a
+low-pass; on good reconstructions the ratio measured 0.01-0.26 (docs/qc.md). Above 0.5 a
 smooth background residual dominates the local field."""
 
 CHI_LIMIT_PPM = 0.5
