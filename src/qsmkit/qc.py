@@ -25,7 +25,7 @@ PHASE_RANGE              range of the phase over the whole volume    < 0.5 x 2 p
                          and all echoes, as a share of 2 pi
 WEIGHT_CONCENTRATION     share of the total data weight held by      > 0.03 (uniform: 0.01)
                          the top 1 % of mask voxels
-MASK_VOLUME              brain-mask volume (mL) when the field of    outside 1000-1800 mL
+MASK_VOLUME              brain-mask volume (mL) when the field of    outside 800-1800 mL
                          view holds a whole head (every side >=
                          120 mm, mask touching no face)
 MASK_FRACTION            share of a head-sized field of view         > 0.5
@@ -83,9 +83,11 @@ HEAD_FOV_MIN_MM = 120.0
 about 140 x 170 x 120 mm), so the whole-brain volume check does not apply (crops, phantoms,
 slabs)."""
 
-BRAIN_VOLUME_ML = (1000.0, 1800.0)
-"""Plausible adult brain-mask volume: brain tissue 1000-1500 mL (Allen 2002: mean 1130 mL
-women, 1270 mL men) up to the intracranial volume (about 1800 mL) for masks that keep CSF."""
+BRAIN_VOLUME_ML = (800.0, 1800.0)
+"""Plausible adult brain-mask volume: brain tissue averages 1130 mL in women and 1270 mL in
+men (Allen 2002) with a spread of about 10 % and atrophy with age, so 800 mL leaves room for
+small and elderly brains (qsmkit's head phantom has 902 mL); the intracranial volume (about
+1800 mL at most) bounds masks that keep CSF. A mask outside is cut or leaked."""
 
 MASK_MAX_FRACTION = 0.5
 """A brain fills about 12-25 % of a head field of view (1.4 L of a 256 x 256 x 176 mm box
