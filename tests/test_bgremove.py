@@ -287,7 +287,9 @@ def oblique_case():
 @pytest.mark.parametrize(
     ("name", "tolerance"),
     [
-        ("pdf", 0.28),
+        # PDF: 0.34 with its k-space kernel on this case, which is simulated with qsmkit's own
+        # image-space kernel; the fair comparison of kernels is the test below.
+        ("pdf", 0.36),
         ("lbv", 0.13),
         ("sharp", 0.15),
         ("vsharp", 0.24),
@@ -304,15 +306,23 @@ def test_anisotropic_voxels_and_oblique_b0(oblique_case, name, tolerance):
     assert error <= tolerance, f"{name}: {error:.3f}"
 
 
-def test_pdf_uses_the_image_space_kernel_for_oblique_b0(case, results, oblique_case):
-    # Measured: 0.234 with the automatic (image-space) kernel, 0.337 with the k-space one.
-    c = oblique_case
-    auto = pdf(c["total"], c["mask"], c["voxel_size"], b0_dir=c["b0_dir"])
-    kspace = pdf(c["total"], c["mask"], c["voxel_size"], b0_dir=c["b0_dir"], kernel="kspace")
-    e_auto = _relative_error(auto.field_hz, c["local"], c["mask"])
-    e_kspace = _relative_error(kspace.field_hz, c["local"], c["mask"])
-    assert auto.info["kernel"] == "ispace" and results["pdf"].info["kernel"] == "kspace"
-    assert e_auto < 0.8 * e_kspace, (e_auto, e_kspace)
+def test_pdf_uses_the_kspace_kernel_at_every_b0_direction(case, results):
+    """On an oblique field that qsmkit did not simulate (continuous kernel on a 2x finer
+    grid, tests/textured_brain.py, 1 mm, B0 tilted 20 deg) the k-space kernel is at least as
+    good as the truncated image-space one, so ``auto`` picks it. Measured local-field error
+    0.52 (k-space) against 0.55 (image space); on qsm-forward data the chi NRMSE after PDF
+    and TV was 21 % against 40 % (docs/bgremove.md)."""
+    from textured_brain import textured_brain
+
+    tilt = np.radians(20.0)
+    p = textured_brain((1.0, 1.0, 1.0), semi_axes_mm=(36.0, 44.0, 32.0), margin_mm=8.0,
+                       b0_dir=(np.sin(tilt), 0.0, np.cos(tilt)))
+    auto = pdf(p["total_hz"], p["mask"], p["voxel_size"], b0_dir=p["b0_dir"])
+    ispace = pdf(p["total_hz"], p["mask"], p["voxel_size"], b0_dir=p["b0_dir"], kernel="ispace")
+    e_auto = _relative_error(auto.field_hz, p["local_hz"], p["mask"])
+    e_ispace = _relative_error(ispace.field_hz, p["local_hz"], p["mask"])
+    assert auto.info["kernel"] == "kspace" and results["pdf"].info["kernel"] == "kspace"
+    assert e_auto < e_ispace, (e_auto, e_ispace)
     # The fitted background plus the local field is the input on the mask.
     fitted = results["pdf"]
     np.testing.assert_allclose(
@@ -543,7 +553,7 @@ def test_cli_writes_local_field_mask_and_provenance(nifti_inputs, tmp_path):
     np.testing.assert_array_equal(mask > 0, direct.mask)
     record = json.loads((out / "qsmkit.json").read_text())
     assert record["command"] == "bgremove" and record["config"]["method"] == "pdf"
-    assert record["result"]["kernel"] == "ispace"
+    assert record["result"]["kernel"] == "kspace"
     np.testing.assert_allclose(record["b0_dir_voxel"], OBLIQUE, atol=1e-5)
     assert len(record["inputs"]) == 3
     # Refuses to overwrite without --force, then replaces with it.
