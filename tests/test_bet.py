@@ -243,3 +243,20 @@ def test_brain_mask_trims_unreliable_phase_for_whole_heads(head):
     with pytest.raises(InputError, match="unknown mask method"):
         brain_mask(magnitude, vs, method="fsl")
     assert METHODS["bet"] is bet
+
+
+def test_bet_recovers_the_partial_volume_edge_of_an_independent_head():
+    """The surface stops inside the partial-volume voxel at the brain edge; the recovered
+    ring puts it back without crossing the skull (independent phantom, 2 x 2 x 2.5 mm).
+    Measured: 89.7 % of the brain kept by the surface alone, 93.9 % with the ring."""
+    from independent_phantom import make_independent_phantom
+
+    ph = make_independent_phantom(shape=(80, 96, 64), voxel_size_mm=(2.0, 2.0, 2.5),
+                                  echo_times_s=(0.004, 0.008, 0.012), snr=100.0)
+    vs = np.asarray(ph.voxel_size_mm)
+    brain, brain_csf = ph.brain_mask, ph.brain_mask | ph.labels["csf"]
+    surface_only = bet(ph.magnitude, vs, recover_edge=False)
+    mask = bet(ph.magnitude, vs)
+    kept, kept_surface = ((m & brain).sum() / brain.sum() for m in (mask, surface_only))
+    assert kept >= 0.93 and kept >= kept_surface + 0.02, (kept, kept_surface)
+    assert (mask & ~brain_csf).sum() <= 0.01 * mask.sum()

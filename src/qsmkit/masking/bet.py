@@ -46,6 +46,7 @@ from functools import lru_cache
 
 import numba
 import numpy as np
+import scipy.ndimage as ndi
 import scipy.sparse as sp
 
 from qsmkit.errors import InputError
@@ -280,6 +281,7 @@ def bet(
     bt: float = 0.7,
     iterations: int = 1000,
     subdivisions: int = 4,
+    recover_edge: bool = True,
 ) -> np.ndarray:
     """Brain (plus surrounding CSF) mask of a head image by the BET surface model.
 
@@ -299,11 +301,21 @@ def bet(
         Surface update steps.
     subdivisions : int, default 4
         Subdivisions of the icosahedron (4: 2562 vertices, 5120 triangles).
+    recover_edge : bool, default True
+        Add back the ring of face neighbours of the surface mask whose intensity is at least
+        half the median inside it (:func:`recover_edge_ring`). The surface stops where the
+        local minimum falls below the ``bt`` threshold, which is inside the partial-volume
+        voxel at the brain edge: on the independent head phantom (tests/independent_phantom.py,
+        2 x 2 x 2.5 mm and 1.5 mm) the surface alone kept 89.7 % and 90.2 % of the brain and
+        the recovered ring brought that to 93.9 % and 94.6 %, with no voxel outside brain and
+        CSF; on the real 3 mm Philips head 1.57 L became 1.65 L. The ring cannot cross the
+        dark skull.
 
     Returns
     -------
     mask : (X, Y, Z) bool array
-        Voxels whose centre lies inside the final surface; one connected region, holes filled.
+        Voxels whose centre lies inside the final surface (plus the recovered edge ring); one
+        connected region, holes filled.
 
     Raises
     ------
@@ -335,5 +347,19 @@ def bet(
     mask = surface_to_mask(vertices, faces, image.shape, vs)
     if not mask.any():
         raise InputError("brain extraction found no brain; check the magnitude or give a mask")
-    return fill_holes(largest_component(mask))
+    mask = fill_holes(largest_component(mask))
+    return recover_edge_ring(mask, image) if recover_edge else mask
+
+
+EDGE_RING_LEVEL = 0.5
+"""Intensity, as a fraction of the median inside the surface mask, of a recovered edge voxel."""
+
+
+def recover_edge_ring(mask: np.ndarray, image: np.ndarray, *,
+                      level: float = EDGE_RING_LEVEL) -> np.ndarray:
+    """The mask plus its face neighbours whose intensity is at least ``level`` times the
+    median intensity inside the mask (brain tissue or CSF at the edge, not the dark skull)."""
+    threshold = level * float(np.median(image[mask]))
+    ring = ndi.binary_dilation(mask, ndi.generate_binary_structure(3, 1)) & ~mask
+    return mask | (ring & (image >= threshold))
 
