@@ -60,7 +60,7 @@ def test_report_tables_and_provenance(synthetic_run):
     assert f"qsmkit {__version__}" in text
     assert sha256_file(synthetic_run / "input.txt")[:16] in text
     assert "<th>1.60</th>" in text  # 0.1 + 1.5 s
-    assert "&quot;bgremove&quot;: &quot;vsharp&quot;" in text
+    assert "&quot;bgremove&quot;: &quot;pdf&quot;" in text
 
 
 def test_report_cli_rebuilds_and_rejects_empty_folders(synthetic_run, tmp_path, capsys):
