@@ -151,13 +151,19 @@ def cases(args):
     yield "qsm-forward", "simple 96^3, 5 echoes, 3 T, no noise", lambda w: qsm_forward_case(
         w, "qf-b", resolution=96, tes=(0.004, 0.008, 0.012, 0.016, 0.020))
     if not args.quick:
-        yield "qsm-forward", "simple 64^3, 4 echoes, 1.5 T, SNR 100", lambda w: qsm_forward_case(
-            w, "qf-c", tes=(0.004, 0.008, 0.012, 0.016), b0=1.5, snr=100)
-        yield "qsm-forward", "simple 64^3, 5 echoes, 7 T, SNR 50", lambda w: qsm_forward_case(
-            w, "qf-d", tes=(0.004, 0.008, 0.012, 0.016, 0.020), b0=7.0, snr=50)
-        yield "qsm-forward", "simple 64^3, 4 echoes, 3 T, SNR 100, B0 18 deg", \
-            lambda w: qsm_forward_case(w, "qf-e", tes=(0.004, 0.008, 0.012, 0.016), snr=100,
-                                       tilt_deg=18.0)
+        # qsm-forward's default geometry (100^3, 1 mm), where issue 11's targets are asserted.
+        yield "qsm-forward", "simple 100^3, 4 echoes 4-28 ms, 7 T, no noise", \
+            lambda w: qsm_forward_case(w, "qf-c", resolution=100,
+                                       tes=(0.004, 0.012, 0.020, 0.028), b0=7.0)
+        yield "qsm-forward", "simple 100^3, 4 echoes, 1.5 T, SNR 100", lambda w: qsm_forward_case(
+            w, "qf-d", resolution=100, tes=(0.004, 0.008, 0.012, 0.016), b0=1.5, snr=100)
+        yield "qsm-forward", "simple 100^3, 3 echoes, 3 T, SNR 50", lambda w: qsm_forward_case(
+            w, "qf-e", resolution=100, snr=50)
+        yield "qsm-forward", "simple 100^3, 5 echoes, 7 T, SNR 50", lambda w: qsm_forward_case(
+            w, "qf-f", resolution=100, tes=(0.002, 0.004, 0.006, 0.008, 0.010), b0=7.0, snr=50)
+        yield "qsm-forward", "simple 100^3, 4 echoes, 3 T, SNR 100, B0 18 deg", \
+            lambda w: qsm_forward_case(w, "qf-g", resolution=100,
+                                       tes=(0.004, 0.008, 0.012, 0.016), snr=100, tilt_deg=18.0)
     yield "independent phantom", "80x96x64 at 2x2x2.5 mm, 4 echoes, 3 T, SNR 100, B0 15 deg", \
         lambda w: independent_case(w, "ip-a", shape=(80, 96, 64), voxel_size_mm=(2, 2, 2.5),
                                    tilt_deg=15.0)
