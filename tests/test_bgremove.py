@@ -561,7 +561,7 @@ def test_cli_writes_local_field_mask_and_provenance(nifti_inputs, tmp_path):
     assert main([*argv, "--force"]) == 0
 
 
-def test_cli_default_vsharp_with_radii(nifti_inputs, tmp_path):
+def test_cli_vsharp_with_radii(nifti_inputs, tmp_path):
     from qsmkit.cli.main import main
     from qsmkit.io.nifti import load_nifti
 
@@ -572,6 +572,8 @@ def test_cli_default_vsharp_with_radii(nifti_inputs, tmp_path):
         str(folder / "field.nii.gz"),
         "--mask",
         str(folder / "mask.nii.gz"),
+        "--method",
+        "vsharp",
         "--radii",
         "15,10,5",
         "-o",

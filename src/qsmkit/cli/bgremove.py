@@ -19,7 +19,7 @@ Writes into OUTDIR:
   qsmkit.json             method, options, inputs, timings
 
 Voxel size and the B0 direction come from the field map's affine (oblique data are fine).
-Methods: vsharp (default), pdf, lbv, sharp, resharp, ismv; see docs/bgremove.md.
+Methods: pdf (default, as in qsmkit run), vsharp, lbv, sharp, resharp, ismv; see docs/bgremove.md.
 
 Examples:
   qsmkit bgremove field_hz.nii.gz --mask mask.nii.gz -o out
@@ -48,9 +48,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mask", type=Path, required=True, help="brain mask (NIfTI)")
     parser.add_argument(
         "--method",
-        default="vsharp",
+        default="pdf",
         choices=["vsharp", "pdf", "lbv", "sharp", "resharp", "ismv"],
-        help="background removal method (default: vsharp)",
+        help="background removal method (default: pdf)",
     )
     radius = parser.add_mutually_exclusive_group()
     radius.add_argument(
