@@ -30,18 +30,20 @@ def ilsqr(
     weight: np.ndarray | None = None,
     tol: float = 1e-2,
     max_iter: int = 50,
-    tol_artifact: float = 1e-2,
-    max_iter_artifact: int = 50,
+    tol_artifact: float = 1e-3,
+    max_iter_artifact: int = 200,
     threshold: float = 0.1,
+    laplacian_weight: bool = False,
     remove_streaks: bool = True,
     pad: int = DEFAULT_PAD,
 ) -> np.ndarray:
     """iLSQR: an early-stopped LSQR solution minus its estimated streaking artefacts.
 
     1. ``chi_L``: LSQR on ``min ||w (D chi - f)||`` stopped at ``tol`` (at most ``max_iter``
-       iterations). ``w`` is the mask times the user weight times a Laplacian weight: 1
-       below the 60th percentile of ``|lap f|`` in the mask, 0 above the 99.9th, linear in
-       between (down-weights voxels with phase errors; Li 2015 eq. 7).
+       iterations). ``w`` is the mask times the user weight and, with
+       ``laplacian_weight``, a Laplacian weight: 1 below the 60th percentile of ``|lap f|``
+       in the mask, 0 above the 99.9th, linear in between (down-weights voxels with phase
+       errors; Li 2015 eq. 7).
     2. ``chi_F``: a fast estimate ``F^-1[sign(D) F(f)]`` whose cone region is replaced by
        its 3 mm spherical mean (k-space weights from the 1st-30th percentile of ``|D|^0.001``),
        applied twice with masking, and scaled by linear regression onto TKD with threshold
@@ -50,8 +52,14 @@ def ilsqr(
        ``chi_S = F^-1 M_ic F x`` with ``min ||W_G grad chi_S - W_G grad chi_L||`` by LSMR,
        where ``W_G`` (per axis) is 1 below the 50th and 0 above the 70th percentile of
        ``|grad chi_F|`` in the mask, so gradients of ``chi_L`` away from true edges are
-       attributed to streaks (eq. 15).
+       attributed to streaks (eq. 15). This least-squares problem is solved to
+       ``tol_artifact``: stopped early (the former 1e-2, about 15 iterations) it removes
+       only part of the streaks.
     4. ``chi = chi_L - chi_S``.
+
+    Steps 2-4 are what distinguishes iLSQR from LSQR; on the independent head phantom of
+    ``tests/independent_phantom.py`` (64 x 64 x 48, 0.3 Hz noise) they take the NRMSE from
+    47 % (step 1 alone) to 28 %, below TKD's 35 % (``docs/inversion.md``).
 
     Parameters
     ----------
@@ -64,10 +72,16 @@ def ilsqr(
         Extra data weight (magnitude); normalised to mean 1 in the mask.
     tol, max_iter : float, int, default 0.01, 50
         LSQR stopping of step 1 (STI Suite defaults).
-    tol_artifact, max_iter_artifact : float, int, default 0.01, 50
-        LSMR stopping of step 3.
+    tol_artifact, max_iter_artifact : float, int, default 1e-3, 200
+        LSMR stopping of step 3 (about 60 iterations at 1e-3 on 1-1.5 mm brains).
     threshold : float, default 0.1
         ``|D|`` below which frequencies belong to the streaking cone.
+    laplacian_weight : bool, default False
+        Apply the Laplacian data weight of step 1 (Li 2015 eq. 7). Off by default: the
+        Laplacian of a true field is large at veins, bleeds and calcifications too, and the
+        weight discarded their data (NRMSE 40 % with it against 28 % without on the
+        independent head phantom, 51 % against 48 % on the textured brain); voxels with
+        phase errors are better discounted by the magnitude/fit ``weight``.
     remove_streaks : bool, default True
         False returns the LSQR solution of step 1 alone.
     pad : int, default 16
@@ -103,10 +117,11 @@ def ilsqr(
     vs = prob.voxel_size
 
     # step 1: LSQR with Laplacian weights
-    lap = np.abs(prob.convolve(prob.field, laplacian_kernel(prob.shape, vs, half=True)))
-    w = np.zeros(prob.shape, dtype=np.float32)
-    w[m] = percentile_ramp(lap[m], 60.0, 99.9)
-    w *= prob.weight
+    w = prob.weight.copy()
+    if laplacian_weight:
+        lap = np.abs(prob.convolve(prob.field, laplacian_kernel(prob.shape, vs, half=True)))
+        w[m] *= percentile_ramp(lap[m], 60.0, 99.9)
+        del lap
     chi_l, _ = lsqr(lambda x: w * prob.convolve(x), lambda r: prob.convolve(w * r),
                     w * prob.field, atol=tol, btol=tol, max_iter=max_iter)
     chi_l *= m
