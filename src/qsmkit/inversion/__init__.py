@@ -17,6 +17,7 @@ name           method                                           reference
 ``medi``       morphology-enabled (magnitude edges), MEDI+0     Liu T 2012, Liu Z 2018
 ``rts``        rapid two-step (LSMR + TV on the cone)           Kames 2018
 ``tgv``        total generalised variation, ADMM                Langkammer 2015
+``whtv``       TV + weak-harmonic residual background (WH-QSM)  Milovic 2019
 =============  ===============================================  ==========================
 """
 
@@ -33,6 +34,7 @@ from qsmkit.inversion.tgv import tgv
 from qsmkit.inversion.tikhonov import tikhonov
 from qsmkit.inversion.tkd import tkd
 from qsmkit.inversion.tv import tv
+from qsmkit.inversion.whqsm import whtv
 
 METHODS = {
     "tkd": tkd,
@@ -43,6 +45,7 @@ METHODS = {
     "medi": medi,
     "rts": rts,
     "tgv": tgv,
+    "whtv": whtv,
 }
 """Method name (as used by config and CLI) -> function."""
 
@@ -55,6 +58,7 @@ REGULARIZATION = {
     "medi": "lam",
     "rts": None,
     "tgv": "alpha",
+    "whtv": "lam",
 }
 """The option that sets each method's main regularisation strength (``--lam`` of the CLI)."""
 
