@@ -204,9 +204,15 @@ def run_qsm(
         options = dict(config.invert_options)
         if config.invert == "medi":
             options.setdefault("magnitude", magnitude)
+        # lam="auto" unless the user set it: chosen from the local field (docs/inversion.md)
+        inv_weight = None if weight is None else weight * local.mask
+        options, info["inversion"] = inversion.resolve_lambda(
+            config.invert, options, local.field_hz, local.mask, voxel_size, b0_dir=b0_dir,
+            b0_tesla=b0, weight=inv_weight,
+        )
         chi = inversion.METHODS[config.invert](
             local.field_hz, local.mask, voxel_size, b0_dir=b0_dir, b0_tesla=b0,
-            weight=None if weight is None else weight * local.mask, **options,
+            weight=inv_weight, **options,
         )
 
     with _stage(timings, "r2star", progress):

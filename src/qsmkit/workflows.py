@@ -62,6 +62,10 @@ def save_figures(result: QSMResult, affine, folder: Path) -> list[str]:
                           mask=region, outline=mask if magnitude else None,
                           vmin=0.0 if magnitude else None)
         written.append(name)
+    from qsmkit.report.figures import lcurve_figure
+
+    if lcurve_figure(result.info.get("inversion", {}), folder / "lcurve.png") is not None:
+        written.append("lcurve.png")
     from qsmkit.report.qc import qc_figures
 
     written += qc_figures(result, affine, folder)

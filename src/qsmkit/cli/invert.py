@@ -51,8 +51,10 @@ def add_arguments(parser) -> None:
                         help="echo time (s) of a field given in radians (--unit rad)")
     parser.add_argument("--method", choices=METHOD_NAMES, default="tv",
                         help="inversion method (default: %(default)s)")
-    parser.add_argument("--lam", type=float, metavar="X",
-                        help="regularisation strength (tkd: threshold; tgv: alpha1)")
+    parser.add_argument("--lam", metavar="X",
+                        help="regularisation strength, a number or 'auto' (default: auto, "
+                        "chosen from the field for tv, nltv, medi, tgv, tikhonov; "
+                        "tkd: threshold; tgv: alpha1)")
     parser.add_argument("--magnitude", type=Path, metavar="MAG",
                         help="magnitude (NIfTI): data weight, and edges for medi")
     parser.add_argument("--csf-mask", type=Path, dest="csf_mask", metavar="CSF",
@@ -113,7 +115,10 @@ def _options(args) -> dict:
             raise InputError(f"--method {args.method} has no option {key!r}; options: "
                              f"{', '.join(sorted(accepted - {'magnitude', 'csf_mask'}))}")
         options[key] = _parse_value(value)
-    if args.lam is not None:
+    if args.lam is not None and args.lam.strip().lower() != "auto":
+        from qsmkit.cli.run import _lam_value
+
+        args.lam = _lam_value(args.lam)
         target = REGULARIZATION[args.method]
         if target is None:
             raise InputError(f"--lam does not apply to --method {args.method}; use --opt "
@@ -210,9 +215,16 @@ def run(args) -> int:
             extra["csf_mask"] = load_mask(args.csf_mask, field.shape)
     voxel_size = voxel_size_from_affine(affine)
     b0_dir = b0_dir_from_affine(affine)
+    from qsmkit.inversion import resolve_lambda
+
+    with timer("lam"):
+        # the user's --lam (already in options) wins; otherwise lam="auto"
+        resolved, inversion_record = resolve_lambda(
+            args.method, {**options, **extra}, field_hz, mask, voxel_size,
+            b0_dir=tuple(b0_dir), b0_tesla=b0, weight=extra.get("weight"))
     with timer(args.method):
         chi = METHODS[args.method](field_hz, mask, voxel_size, b0_dir=tuple(b0_dir),
-                                   b0_tesla=b0, **extra, **options)
+                                   b0_tesla=b0, **resolved)
     from qsmkit.cli.common import print_warnings
     from qsmkit.qc import judge_inversion
 
@@ -238,6 +250,7 @@ def run(args) -> int:
             inputs=inputs,
             extra={
                 "warnings": [w.as_dict() for w in warnings],
+                "inversion": inversion_record,
                 "voxel_size_mm": list(voxel_size),
                 "b0_dir_voxel": np.round(b0_dir, 6).tolist(),
                 "timings_s": timer.seconds,

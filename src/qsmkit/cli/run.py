@@ -41,6 +41,10 @@ def add_arguments(parser) -> None:
                         help="vsharp | pdf | lbv | sharp | resharp | ismv")
     parser.add_argument("--invert", metavar="METHOD",
                         help="tv | nltv | medi | rts | tgv | ilsqr | tikhonov | tkd")
+    parser.add_argument("--lam", metavar="X",
+                        help="regularisation weight of the inversion, a number or 'auto' "
+                        "(default: auto, chosen from the local field; tgv: alpha1; see "
+                        "docs/inversion.md)")
     parser.add_argument("--reference", choices=["brain", "csf", "none"],
                         help="chi reference region (default: brain mean)")
     parser.add_argument("--dicom-out", action="store_true",
@@ -68,6 +72,8 @@ def run(args) -> int:
     config = QSMConfig.from_preset(args.preset, unwrap=args.unwrap, bgremove=args.bgremove,
                                    invert=args.invert, reference=args.reference,
                                    mask=args.mask_method)
+    if args.lam is not None:
+        config.invert_options["lam"] = _lam_value(args.lam)
     user_mask = None
     if args.mask:
         from qsmkit.cli.common import load_mask
@@ -90,3 +96,18 @@ def run(args) -> int:
           f"{np.percentile(chi, 1):+.3f}..{np.percentile(chi, 99):+.3f} ppm; "
           f"total {sum(result.timings_s.values()):.1f} s")
     return 0
+
+
+def _lam_value(text: str):
+    """``--lam``: ``auto`` or a positive number."""
+    from qsmkit.errors import InputError
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"--lam takes a positive number or 'auto', got {text!r}") from None
+    if not value > 0:
+        raise InputError(f"--lam must be positive, got {text!r}")
+    return value

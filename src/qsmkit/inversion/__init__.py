@@ -94,4 +94,89 @@ def invert(local_field_hz, mask, voxel_size, *, method: str = "tv", **kwargs):
     return func(local_field_hz, mask, voxel_size, **kwargs)
 
 
-__all__ = ["METHODS", "REGULARIZATION", "invert", "options_of", *METHODS]
+AUTO = "auto"
+"""``lam="auto"``: the weight is chosen from the field (:mod:`qsmkit.inversion.lam_auto`)."""
+
+
+def resolve_lambda(
+    method: str,
+    options: dict,
+    local_field_hz,
+    mask,
+    voxel_size,
+    *,
+    b0_dir=(0.0, 0.0, 1.0),
+    b0_tesla: float = 3.0,
+    weight=None,
+    noise_hz: float | None = None,
+) -> tuple[dict, dict]:
+    """Method options with the regularisation weight set, and a record of how it was set.
+
+    ``options`` may hold ``lam`` (a number, or ``"auto"``, the default) and ``lam_principle``
+    (``lcurve``, ``discrepancy``, ``gcv``; default :data:`lam_auto.DEFAULT_PRINCIPLE`). A
+    number in ``lam``, or the method's own option (``alpha`` of TGV, ``threshold`` of TKD),
+    is the user's choice and wins. ``lam`` of TGV means ``alpha = (3 lam, lam)``. Methods
+    without an automatic weight (``tkd``, ``rts``, ``ilsqr``) keep their defaults.
+
+    Returns
+    -------
+    options : dict
+        Ready for ``METHODS[method](..., **options)``.
+    record : dict
+        ``{"lam": value or None, "option": name, "principle": "auto-lcurve" ... or "user" or
+        "default", "curve": {...}}`` for ``QSMResult.info["inversion"]`` and ``qsmkit.json``.
+    """
+    from qsmkit.inversion import lam_auto
+
+    _lookup(method)
+    options = dict(options)
+    lam = options.pop("lam", AUTO)
+    principle = options.pop("lam_principle", lam_auto.DEFAULT_PRINCIPLE)
+    target = REGULARIZATION[method]
+    record = {"method": method, "option": target}
+    if target is not None and target in options and target != "lam":
+        record.update(lam=options[target], principle="user")
+        return options, record
+    if isinstance(lam, str):
+        if lam.strip().lower() != AUTO:
+            raise InputError(f"lam must be a number or 'auto', got {lam!r}")
+        if not lam_auto.supports(method):
+            record.update(lam=None, principle="default")
+            return options, record
+        value, info = lam_auto.choose_lambda(
+            local_field_hz, mask, voxel_size, b0_dir=b0_dir, b0_tesla=b0_tesla, weight=weight,
+            method=method, principle=principle, noise_hz=noise_hz,
+        )
+        options.update(lam_auto.method_options(method, value))
+        record.update(lam=value, principle=f"auto-{principle}", curve=info["curve"],
+                      lam_tikhonov_mm2=info["lam_tikhonov_mm2"],
+                      l1_scale_ppm_per_mm=info["l1_scale_ppm_per_mm"],
+                      noise_hz=info["noise_hz"])
+        return options, record
+    if target is None:
+        raise InputError(f"lam does not apply to inversion method {method!r}")
+    if target == "alpha":
+        options["alpha"] = (lam_auto.TGV_ALPHA0_OVER_ALPHA1 * float(lam), float(lam))
+    else:
+        options[target] = lam
+    record.update(lam=float(lam), principle="user")
+    return options, record
+
+
+def invert_auto(local_field_hz, mask, voxel_size, *, method: str = "tv", b0_dir=(0.0, 0.0, 1.0),
+                b0_tesla: float = 3.0, weight=None, noise_hz: float | None = None, **options):
+    """Like :func:`invert`, with ``lam="auto"`` by default; returns ``(chi_ppm, record)``.
+
+    ``record`` is that of :func:`resolve_lambda` (the weight used and, when chosen
+    automatically, the curve it was chosen from).
+    """
+    options, record = resolve_lambda(method, options, local_field_hz, mask, voxel_size,
+                                     b0_dir=b0_dir, b0_tesla=b0_tesla, weight=weight,
+                                     noise_hz=noise_hz)
+    chi = invert(local_field_hz, mask, voxel_size, method=method, b0_dir=b0_dir,
+                 b0_tesla=b0_tesla, weight=weight, **options)
+    return chi, record
+
+
+__all__ = ["AUTO", "METHODS", "REGULARIZATION", "invert", "invert_auto", "options_of",
+           "resolve_lambda", *METHODS]

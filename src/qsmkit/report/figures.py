@@ -145,3 +145,40 @@ def scatter_truth(estimate_means, truth_means, names, path, *, title, unit="ppm"
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def lcurve_figure(record: dict, path) -> Path | None:
+    """The curve the inversion weight was chosen from, with the chosen point marked.
+
+    ``record`` is ``QSMResult.info["inversion"]`` (:func:`qsmkit.inversion.resolve_lambda`):
+    left, the L-curve of closed-form Tikhonov (data residual against gradient norm, ppm and
+    ppm/mm, log-log); right, the GCV score against the Tikhonov weight (mm^2). Returns
+    ``None`` (nothing written) when the weight was not chosen automatically.
+    """
+    curve = record.get("curve") if isinstance(record, dict) else None
+    if not curve:
+        return None
+    lams = np.asarray(curve["lambdas"], float)
+    res = np.asarray(curve["residual_mask_ppm"], float)
+    reg = np.asarray(curve["regulariser_ppm_per_mm"], float)
+    gcv = np.asarray(curve["gcv"], float)
+    i = int(curve["chosen"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.4), dpi=110, constrained_layout=True)
+    ax1.loglog(res, reg, color="C0", lw=1.2)
+    ax1.scatter(res[i], reg[i], color="C3", zorder=3,
+                label=f"chosen: Tikhonov {lams[i]:.2g} mm²")
+    ax1.set_xlabel("data residual ‖Dχ − f‖ in the mask (RMS, ppm)")
+    ax1.set_ylabel("‖∇χ‖ (RMS, ppm/mm)")
+    ax1.set_title("L-curve (closed-form Tikhonov)", fontsize=10)
+    ax1.legend(fontsize=8)
+    ax2.loglog(lams, gcv, color="C0", lw=1.2)
+    ax2.scatter(lams[i], gcv[i], color="C3", zorder=3)
+    ax2.set_xlabel("Tikhonov weight λ₂ (mm²)")
+    ax2.set_ylabel("GCV score (ppm²)")
+    lam = record.get("lam")
+    ax2.set_title(f"{record.get('principle')}: {record.get('method')} λ = {lam:.2g}",
+                  fontsize=10)
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -31,6 +31,8 @@ FIGURES = {
     "chi.png": "Susceptibility χ (ppm)",
     "chi_error.png": "Error against the phantom truth (ppm)",
     "r2star.png": "R2* (1/s)",
+    "lcurve.png": "Regularisation weight chosen automatically (lam=auto): L-curve and GCV of "
+                  "closed-form Tikhonov, chosen point in red (docs/inversion.md)",
     "qc_background.png": "QC: residual background field (smooth part of the local field; "
                          "should be small and without a gradient across the brain)",
     "qc_mask.png": "QC: mask coverage (brain mask yellow, χ mask cyan)",
@@ -58,7 +60,7 @@ TABLES = {
 # Report sections: (anchor, heading, figures, tables) in page order.
 SECTIONS = (
     ("maps", "Maps", ("magnitude.png", "field.png", "local_field.png", "chi.png",
-                      "chi_error.png", "r2star.png"), ()),
+                      "chi_error.png", "r2star.png", "lcurve.png"), ()),
     ("qc", "Quality control", ("qc_background.png", "qc_mask.png", "qc_residual.png"), ()),
     ("accuracy", "Accuracy against the truth", ("dgm_scatter.png",), ("metrics.tsv",)),
     ("regions", "Regional susceptibility and iron", ("roi.png",), ("roi.tsv",)),
