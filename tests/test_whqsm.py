@@ -78,3 +78,24 @@ def test_bad_options_raise(option):
     mask = np.ones((8, 8, 8), bool)
     with pytest.raises(InputError):
         inversion.invert(field, mask, (1, 1, 1), method="whtv", **option)
+
+
+def test_invivo_like_hematoma_not_compressed():
+    """On the in-vivo-like head (hematoma, vein, bleeds, noise 1 Hz, residual background) after
+    qsmkit's PDF, WH-QSM keeps the hematoma's mean within 15 % where TV loses about 28 %.
+    Measured (64 x 64 x 52, 2.25 mm): TV 77.2 % NRMSE, hematoma 0.72; WH-QSM 62.3 %, 0.88."""
+    from invivo_like import make_invivo_like, region_ratio
+    from qsmkit import bgremove
+
+    case = make_invivo_like((64, 64, 52), (2.25, 2.25, 2.25), noise_hz=1.0, seed=0)
+    local = bgremove.pdf(case.total_field_hz, case.brain_mask, case.voxel_size_mm,
+                         b0_dir=case.b0_dir_voxel)
+    results = {}
+    for method in ("tv", "whtv"):
+        chi = inversion.invert(local.field_hz, local.mask, case.voxel_size_mm, method=method,
+                               b0_dir=case.b0_dir_voxel, lam=5e-4)
+        results[method] = (
+            score_chi(chi, case.chi_ppm, case.brain_mask, local.mask)["nrmse_percent"],
+            region_ratio(chi, case, "hematoma", local.mask))
+    assert 0.85 <= results["whtv"][1] <= 1.15, results
+    assert results["whtv"][0] < results["tv"][0] - 8.0, results
