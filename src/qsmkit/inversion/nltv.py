@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from qsmkit.errors import InputError
 from qsmkit.inversion._common import (
     DEFAULT_PAD,
     L2DataProx,
@@ -18,6 +19,51 @@ from qsmkit.inversion._common import (
     solve_tv_admm,
 )
 from qsmkit.inversion.tv import DEFAULT_LAM
+
+
+def effective_echo_time(
+    magnitude: np.ndarray, echo_times_s: Sequence[float], mask: np.ndarray | None = None
+) -> float:
+    """Effective echo time (s) of a field fitted from several echoes.
+
+    The least-squares field of a multi-echo fit is the weighted mean of the per-echo fields
+    ``phi_n / (2 pi TE_n)`` with weights ``w_n = |S_n|^2 TE_n^2`` (the inverse variance of
+    each echo's field estimate, ``sigma / (2 pi TE_n |S_n|)``). The phase that field stands
+    for is then referenced at the same weighted mean of the echo times,
+    ``TE_eff = sum w_n TE_n / sum w_n``, with ``|S_n|`` the mean magnitude of echo ``n``
+    in ``mask``. One echo gives its own TE.
+
+    Parameters
+    ----------
+    magnitude : (X, Y, Z, N) or (X, Y, Z) ndarray
+        Magnitude of each echo.
+    echo_times_s : N floats, s
+    mask : (X, Y, Z) bool ndarray, optional
+
+    Returns
+    -------
+    float, s
+
+    References
+    ----------
+    Wu B, Li W, Avram AV, Gho SM, Liu C. Fast and tissue-optimized mapping of magnetic
+    susceptibility and T2* with multi-echo and multi-shot spirals. NeuroImage 2012;59:297-305
+    (field estimate weighted by magnitude squared times echo time squared).
+    """
+    te = np.atleast_1d(np.asarray(echo_times_s, dtype=float))
+    if te.size == 0 or not np.all(np.isfinite(te)) or np.any(te <= 0):
+        raise InputError(f"echo_times_s must be positive seconds, got {echo_times_s!r}")
+    mag = np.asarray(magnitude)
+    if mag.ndim == 3:
+        mag = mag[..., None]
+    if mag.ndim != 4 or mag.shape[3] != te.size:
+        raise InputError(f"magnitude of shape {mag.shape} does not hold {te.size} echoes")
+    sel = mag[np.asarray(mask, dtype=bool)] if mask is not None else mag.reshape(-1, te.size)
+    level = np.abs(sel).mean(axis=0, dtype=np.float64) if sel.size else np.ones(te.size)
+    w = level**2 * te**2
+    if not np.isfinite(w).all() or w.sum() <= 0:
+        return float(te.mean())
+    return float(np.sum(w * te) / np.sum(w))
 
 
 def nltv(
@@ -37,6 +83,7 @@ def nltv(
     linear_iter: int = 0,
     newton_iter: int = 4,
     isotropic: bool = False,
+    wrapped: bool = False,
     pad: int = DEFAULT_PAD,
 ) -> np.ndarray:
     """Nonlinear TV inversion (FANSI): ``(1/s^2) ||W (e^{i s D chi} - e^{i s f})||^2 / 2 +
@@ -63,11 +110,15 @@ def nltv(
     lam : float, default 5e-4
         As in :func:`qsmkit.inversion.tv` (FANSI alpha1 for fields in ppm).
     echo_time_s : float, optional
-        Echo time defining the phase ``s = 2 pi gamma B0 TE``. By default a 3 T, 4 ms
-        equivalent (3.21 rad/ppm, MEDI's phase-per-echo-spacing convention) at every field
-        strength, so defaults do not depend on B0 and the data term wraps only for residuals
-        above 1 ppm. With the true echo time of a single-echo phase the method is insensitive
-        to 2 pi jumps of that phase.
+        Echo time (s) of the phase the field came from: the data term compares
+        ``exp(i s D chi)`` with ``exp(i s f)``, ``s = 2 pi gamma_bar B0 TE`` rad/ppm (Milovic
+        2018 eq. 3, the phase at the echo time). Give the single echo's TE, or for a
+        multi-echo field the effective TE of its combination (:func:`effective_echo_time`;
+        the pipeline passes it, ``qsmkit invert --echo-time`` sets it). With the true TE a
+        residual of ``1/TE`` Hz (a 2 pi error of the phase: unwrapping errors, noise in
+        low-signal voxels) costs nothing, while linear TV pays its square. Without it, a
+        3 T / 4 ms equivalent (3.21 rad/ppm) at every field strength, under which the data
+        term is nearly linear for brain fields and NLTV behaves like TV.
     rho, rho_data : float
         ADMM penalties, default ``50 * lam`` and 0.1 (as :func:`qsmkit.inversion.tv`).
     tol, max_iter
@@ -79,6 +130,13 @@ def nltv(
     newton_iter : int, default 4
         Steps of the voxel-wise nonlinear subproblem per ADMM iteration.
     isotropic : bool, default False
+    wrapped : bool, default False
+        Whether ``local_field_hz`` may hold 2 pi jumps over whole regions (e.g. a field from
+        one echo's wrapped phase). False (fields from a multi-echo fit and unwrapping):
+        ``D chi`` starts at the field, on its own phase branch, so sources whose phase
+        exceeds pi (veins, bleeds at long TE or 7 T) are not folded. True: it starts from
+        one data step from zero, the branch nearest zero field, so regions shifted by 2 pi
+        are fitted modulo 2 pi.
     pad : int, default 16
 
     Returns
@@ -89,6 +147,16 @@ def nltv(
     ----------
     Milovic C, Bilgic B, Zhao B, Acosta-Cabronero J, Tejos C. Fast nonlinear susceptibility
     inversion with variational regularization. Magn Reson Med 2018;80:814-821.
+
+    Notes
+    -----
+    Paper defaults followed: ADMM with the ``y = D chi`` and ``z = grad chi`` splittings,
+    closed-form k-space chi-update, voxel-wise Newton steps for the nonlinear subproblem,
+    magnitude data weights, anisotropic TV, relative-change stopping. The penalties
+    (``rho = 50 lam``, ``rho_data = 0.1``) are those of :func:`qsmkit.inversion.tv`. Measured on the
+    independent head phantom (``docs/inversion.md``): with 3 % of voxels off by a 2 pi phase
+    error at TE = 20 ms, NLTV with ``echo_time_s = 0.02`` keeps the 10.5 % NRMSE of clean data,
+    linear TV (and NLTV without ``echo_time_s``) reach 310 %.
     """
     lam = positive("lam", lam)
     rho = 50.0 * lam if rho is None else positive("rho", rho)
@@ -108,9 +176,9 @@ def nltv(
     pen = Penalties(grad=rho, data=rho_data)
     data = NonlinearDataProx(prob.field, prob.weight, pen, s, newton=newton_iter)
     z0_data = None
-    if x0 is None:
+    if x0 is None and wrapped:
         # start y on the phase branch nearest to zero field (not at the input field, which
-        # may carry 2 pi jumps): one data step from y = 0
+        # carries 2 pi jumps): one data step from y = 0
         z0_data = np.zeros(prob.shape, dtype=np.float32)
         data.apply(np.zeros(prob.shape, dtype=np.float32), z0_data)
     chi, _ = solve_tv_admm(prob, lam, data, pen, tol=tol, max_iter=max_iter,

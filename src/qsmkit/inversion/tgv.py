@@ -118,6 +118,11 @@ def tgv(
         theta = 2.0 * np.pi * np.arange(m) / n
         symbols.append(((np.exp(1j * theta) - 1.0) * inv_h[axis]).astype(np.complex64))
 
+    inv_den = np.empty(half, dtype=np.float32)
+    s_inv = np.empty((9, *half), dtype=np.float32)
+    _factor_k(d, symbols[0], symbols[1], symbols[2], float(pen.data), float(pen.grad),
+              float(pen.sym), inv_den, s_inv)
+    rho_d_d = np.float32(pen.data) * d
     adj = np.empty(shape, dtype=np.float32)
     rw_img = np.empty((3, *shape), dtype=np.float32)
     rw = np.empty((3, *half), dtype=np.complex64)
@@ -129,13 +134,16 @@ def tgv(
         t_data, t_grad, t_sym = targets
         grad_adjoint_periodic(t_grad, inv_h, adj)
         r_chi = prob.rfftn(t_data)
-        r_chi *= np.float32(pen.data) * d
-        r_chi += np.float32(pen.grad) * prob.rfftn(adj)
+        r_chi *= rho_d_d
+        spec = prob.rfftn(adj)
+        spec *= np.float32(pen.grad)
+        r_chi += spec
+        del spec
         _rhs_w(t_grad, t_sym, inv_h, np.float32(pen.grad), np.float32(pen.sym), rw_img)
         for c in range(3):
             rw[c] = prob.rfftn(rw_img[c])
-        _solve_k(r_chi, rw, d, symbols[0], symbols[1], symbols[2], np.float32(pen.data),
-                 np.float32(pen.grad), np.float32(pen.sym))
+        _solve_k(r_chi, rw, symbols[0], symbols[1], symbols[2], np.float32(pen.grad),
+                 inv_den, s_inv)
         chi = prob.irfftn(r_chi)
         r_chi *= d
         dchi = prob.irfftn(r_chi)
@@ -247,65 +255,102 @@ def _rhs_w(t_grad, t_sym, inv_h, rho1, rho2, out):
                 out[2, i, j, k] = rho2 * e2 - rho1 * t_grad[2, i, j, k]
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
-def _solve_k(r_chi, rw, d, g0, g1, g2, rho_d, rho1, rho2):
-    """Solve the joint (chi, w) normal equations per frequency, in place.
+@numba.njit(cache=True, parallel=True)
+def _factor_k(d, g0, g1, g2, rho_d, rho1, rho2, inv_den, s_inv):
+    """Factor the joint (chi, w) normal equations per frequency once (penalties are fixed).
 
     ``(rho_d D^2 + rho1 |g|^2) chi - rho1 g^H w = r_chi`` and
-    ``-rho1 g chi + (rho1 I + rho2 E^H E) w = r_w`` with ``E^H E = |g|^2/2 I + conj(g) g^T/2``;
-    chi is eliminated (Schur complement) and the 3x3 Hermitian system solved by Cholesky.
+    ``-rho1 g chi + (rho1 I + rho2 E^H E) w = r_w`` with ``E^H E = |g|^2/2 I + conj(g) g^T/2``.
+    Eliminating chi leaves the Hermitian 3x3 Schur complement
+    ``S = (rho1 + rho2 |g|^2/2) I + rho2/2 conj(g) g^T - rho1^2/den g g^H``;
+    its inverse (by Cholesky, in float64) is stored as 9 reals per frequency
+    (s00, s11, s22, re/im s01, re/im s02, re/im s12), with ``1/den`` in ``inv_den``.
     """
     nx, ny, nz = d.shape
+    for i in numba.prange(nx):
+        a0 = complex(g0[i])
+        for j in range(ny):
+            a1 = complex(g1[j])
+            for k in range(nz):
+                a2 = complex(g2[k])
+                dk = float(d[i, j, k])
+                n0 = a0.real * a0.real + a0.imag * a0.imag
+                n1 = a1.real * a1.real + a1.imag * a1.imag
+                n2 = a2.real * a2.real + a2.imag * a2.imag
+                gg = n0 + n1 + n2
+                den = rho_d * dk * dk + rho1 * gg
+                if den <= 0.0:
+                    inv_den[i, j, k] = 0.0
+                    s_inv[0, i, j, k] = 1.0 / rho1
+                    s_inv[1, i, j, k] = 1.0 / rho1
+                    s_inv[2, i, j, k] = 1.0 / rho1
+                    for c in range(3, 9):
+                        s_inv[c, i, j, k] = 0.0
+                    continue
+                inv_den[i, j, k] = 1.0 / den
+                c0 = rho1 + 0.5 * rho2 * gg
+                hs = 0.5 * rho2
+                cs = rho1 * rho1 / den
+                # S_mn = c0 delta + hs conj(g_m) g_n - cs g_m conj(g_n)
+                s00 = c0 + (hs - cs) * n0
+                s11 = c0 + (hs - cs) * n1
+                s22 = c0 + (hs - cs) * n2
+                s10 = hs * a1.conjugate() * a0 - cs * a1 * a0.conjugate()
+                s20 = hs * a2.conjugate() * a0 - cs * a2 * a0.conjugate()
+                s21 = hs * a2.conjugate() * a1 - cs * a2 * a1.conjugate()
+                l00 = np.sqrt(s00)
+                l10 = s10 / l00
+                l20 = s20 / l00
+                l11 = np.sqrt(s11 - abs(l10) ** 2)
+                l21 = (s21 - l20 * l10.conjugate()) / l11
+                l22 = np.sqrt(s22 - abs(l20) ** 2 - abs(l21) ** 2)
+                # inverse of L (lower triangular), then S^-1 = L^-H L^-1
+                m00 = 1.0 / l00
+                m11 = 1.0 / l11
+                m22 = 1.0 / l22
+                m10 = -l10 * m00 * m11
+                m21 = -l21 * m11 * m22
+                m20 = -(l20 * m00 + l21 * m10) * m22
+                s_inv[0, i, j, k] = m00 * m00 + abs(m10) ** 2 + abs(m20) ** 2
+                s_inv[1, i, j, k] = m11 * m11 + abs(m21) ** 2
+                s_inv[2, i, j, k] = m22 * m22
+                q01 = m10.conjugate() * m11 + m20.conjugate() * m21
+                q02 = m20.conjugate() * m22
+                q12 = m21.conjugate() * m22
+                s_inv[3, i, j, k] = q01.real
+                s_inv[4, i, j, k] = q01.imag
+                s_inv[5, i, j, k] = q02.real
+                s_inv[6, i, j, k] = q02.imag
+                s_inv[7, i, j, k] = q12.real
+                s_inv[8, i, j, k] = q12.imag
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _solve_k(r_chi, rw, g0, g1, g2, rho1, inv_den, s_inv):
+    """Solve the joint (chi, w) normal equations per frequency in place, with the factors
+    of :func:`_factor_k`: ``w = S^-1 (r_w + rho1 g r_chi / den)``,
+    ``chi = (r_chi + rho1 g^H w) / den``."""
+    nx, ny, nz = inv_den.shape
     for i in numba.prange(nx):
         a0 = g0[i]
         for j in range(ny):
             a1 = g1[j]
             for k in range(nz):
                 a2 = g2[k]
-                dk = d[i, j, k]
+                idn = inv_den[i, j, k]
                 rc = r_chi[i, j, k]
-                b0 = rw[0, i, j, k]
-                b1 = rw[1, i, j, k]
-                b2 = rw[2, i, j, k]
-                gg = (a0.real * a0.real + a0.imag * a0.imag + a1.real * a1.real
-                      + a1.imag * a1.imag + a2.real * a2.real + a2.imag * a2.imag)
-                den = rho_d * dk * dk + rho1 * gg
-                if den <= 0.0:
-                    r_chi[i, j, k] = 0.0
-                    rw[0, i, j, k] = b0 / rho1
-                    rw[1, i, j, k] = b1 / rho1
-                    rw[2, i, j, k] = b2 / rho1
-                    continue
-                c0 = rho1 + 0.5 * rho2 * gg
-                hs = 0.5 * rho2
-                cs = rho1 * rho1 / den
-                g = (a0, a1, a2)
-                # S_mn = c0 delta + hs conj(g_m) g_n - cs g_m conj(g_n)  (Hermitian)
-                s00 = c0 + hs * abs(a0) ** 2 - cs * abs(a0) ** 2
-                s11 = c0 + hs * abs(a1) ** 2 - cs * abs(a1) ** 2
-                s22 = c0 + hs * abs(a2) ** 2 - cs * abs(a2) ** 2
-                s10 = hs * np.conj(a1) * a0 - cs * a1 * np.conj(a0)
-                s20 = hs * np.conj(a2) * a0 - cs * a2 * np.conj(a0)
-                s21 = hs * np.conj(a2) * a1 - cs * a2 * np.conj(a1)
-                f = rho1 * rc / den
-                r0 = b0 + g[0] * f
-                r1 = b1 + g[1] * f
-                r2 = b2 + g[2] * f
-                # Cholesky S = L L^H
-                l00 = np.sqrt(s00.real)
-                l10 = s10 / l00
-                l20 = s20 / l00
-                l11 = np.sqrt(s11.real - abs(l10) ** 2)
-                l21 = (s21 - l20 * np.conj(l10)) / l11
-                l22 = np.sqrt(s22.real - abs(l20) ** 2 - abs(l21) ** 2)
-                y0 = r0 / l00
-                y1 = (r1 - l10 * y0) / l11
-                y2 = (r2 - l20 * y0 - l21 * y1) / l22
-                x2 = y2 / l22
-                x1 = (y1 - np.conj(l21) * x2) / l11
-                x0 = (y0 - np.conj(l10) * x1 - np.conj(l20) * x2) / l00
+                f = rho1 * rc * idn
+                r0 = rw[0, i, j, k] + a0 * f
+                r1 = rw[1, i, j, k] + a1 * f
+                r2 = rw[2, i, j, k] + a2 * f
+                q01 = complex(s_inv[3, i, j, k], s_inv[4, i, j, k])
+                q02 = complex(s_inv[5, i, j, k], s_inv[6, i, j, k])
+                q12 = complex(s_inv[7, i, j, k], s_inv[8, i, j, k])
+                x0 = s_inv[0, i, j, k] * r0 + q01 * r1 + q02 * r2
+                x1 = q01.conjugate() * r0 + s_inv[1, i, j, k] * r1 + q12 * r2
+                x2 = q02.conjugate() * r0 + q12.conjugate() * r1 + s_inv[2, i, j, k] * r2
                 rw[0, i, j, k] = x0
                 rw[1, i, j, k] = x1
                 rw[2, i, j, k] = x2
-                r_chi[i, j, k] = (rc + rho1 * (np.conj(a0) * x0 + np.conj(a1) * x1
-                                               + np.conj(a2) * x2)) / den
+                r_chi[i, j, k] = (rc + rho1 * (a0.conjugate() * x0 + a1.conjugate() * x1
+                                               + a2.conjugate() * x2)) * idn
