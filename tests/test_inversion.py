@@ -29,11 +29,11 @@ NOISE_PPM = 0.001
 TOLERANCE = {
     "tkd": 45.0,  # measured 36.4
     "tikhonov": 36.0,  # 29.8
-    "ilsqr": 65.0,  # 56.2
+    "ilsqr": 36.0,  # 30.1 (56.2 before the streak estimate was converged)
     "tv": 12.0,  # 8.6
     "nltv": 12.0,  # 8.6
     "medi": 11.0,  # 7.2 (with the magnitude)
-    "rts": 48.0,  # 40.7
+    "rts": 24.0,  # 19.0 (40.7 with step 1 truncated at 4 iterations)
     "tgv": 14.0,  # 10.3
 }
 
@@ -202,7 +202,9 @@ def test_nltv_is_blind_to_phase_wraps(small):
     field[region] += jump_hz
     vs = small["voxel_size"]
     truth = small["chi"]
-    nl = nrmse(METHODS["nltv"](field, mask, vs, echo_time_s=echo_time), truth, mask)
+    # a region-wide 2 pi jump: the field is wrapped, so D chi starts from zero field
+    nl = nrmse(METHODS["nltv"](field, mask, vs, echo_time_s=echo_time, wrapped=True), truth,
+               mask)
     nl_clean = nrmse(METHODS["nltv"](small["field_hz"], mask, vs, echo_time_s=echo_time),
                      truth, mask)
     lin = nrmse(METHODS["tv"](field, mask, vs), truth, mask)

@@ -204,6 +204,13 @@ def run_qsm(
         options = dict(config.invert_options)
         if config.invert == "medi":
             options.setdefault("magnitude", magnitude)
+        if config.invert == "nltv":
+            # phase scale of the nonlinear data term: the effective TE of the multi-echo fit
+            from qsmkit.inversion.nltv import effective_echo_time
+
+            options.setdefault("echo_time_s", effective_echo_time(
+                acq.magnitude, acq.echo_times_s, mask))
+            info["nltv_echo_time_s"] = float(options["echo_time_s"])
         # lam="auto" unless the user set it: chosen from the local field (docs/inversion.md)
         inv_weight = None if weight is None else weight * local.mask
         options, info["inversion"] = inversion.resolve_lambda(

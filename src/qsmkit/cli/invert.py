@@ -48,7 +48,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--b0", type=float, metavar="TESLA",
                         help="field strength (T); default: the JSON sidecar of FIELD")
     parser.add_argument("--echo-time", type=float, metavar="S", dest="echo_time",
-                        help="echo time (s) of a field given in radians (--unit rad)")
+                        help="echo time (s) of a field given in radians (--unit rad), and the "
+                        "phase scale of --method nltv (a multi-echo field: its effective TE)")
     parser.add_argument("--method", choices=METHOD_NAMES, default="tv",
                         help="inversion method (default: %(default)s)")
     parser.add_argument("--lam", metavar="X",
@@ -181,8 +182,16 @@ def run(args) -> int:
             raise InputError("--unit rad needs --echo-time (seconds) or EchoTime in the sidecar")
         if not (0 < echo_time <= 1.0):
             raise InputError(f"--echo-time {echo_time} must be seconds in (0, 1], e.g. 0.02")
+    elif args.method == "nltv":
+        if echo_time is None and "EchoTime" in sidecar:
+            try:
+                echo_time = float(sidecar["EchoTime"])
+            except (TypeError, ValueError):
+                echo_time = None
+        if echo_time is not None and not (0 < echo_time <= 1.0):
+            raise InputError(f"--echo-time {echo_time} must be seconds in (0, 1], e.g. 0.02")
     elif args.echo_time is not None:
-        raise InputError("--echo-time is only used with --unit rad")
+        raise InputError("--echo-time is only used with --unit rad or --method nltv")
     if args.method not in _WEIGHTED and args.magnitude is not None:
         raise InputError(f"--magnitude is used by {', '.join(sorted(_WEIGHTED))}, not by "
                          f"--method {args.method}")
@@ -213,6 +222,8 @@ def run(args) -> int:
                 extra["magnitude"] = magnitude
         if args.csf_mask is not None:
             extra["csf_mask"] = load_mask(args.csf_mask, field.shape)
+        if args.method == "nltv" and echo_time is not None:
+            options.setdefault("echo_time_s", echo_time)  # phase scale of the data term
     voxel_size = voxel_size_from_affine(affine)
     b0_dir = b0_dir_from_affine(affine)
     from qsmkit.inversion import resolve_lambda
