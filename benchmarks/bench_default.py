@@ -47,7 +47,7 @@ METHODS = {
     "whtv 2e-3": ("whtv", {"lam": 2e-3}),
     "whtv auto": ("whtv", {"lam": "auto"}),
     "rts": ("rts", {}),
-    "nltv": ("nltv", {}),
+    "nltv": ("nltv", {"echo_time_s": 0.015}),  # a typical effective TE of 4-24 ms echoes
     "tgv": ("tgv", {}),
     "medi": ("medi", {}),
 }
