@@ -380,7 +380,7 @@ def test_cli_units_agree(tmp_path, small):
     for unit, extra in runs.items():
         out = tmp_path / f"out_{unit}"
         code = main(["invert", str(paths[unit]), "--mask", str(paths["mask"]),
-                     "--method", "tikhonov", "-o", str(out), *extra])
+                     "--method", "tikhonov", "--lam", "0.02", "-o", str(out), *extra])
         assert code == 0
         chis[unit], affine, _ = load_nifti(out / "chi.nii.gz")
         record = json.loads((out / "qsmkit.json").read_text())
@@ -388,7 +388,7 @@ def test_cli_units_agree(tmp_path, small):
         assert record["config"]["b0_tesla"] == B0
     np.testing.assert_allclose(chis["ppm"], chis["hz"], atol=1e-5)
     np.testing.assert_allclose(chis["rad"], chis["hz"], atol=1e-5)
-    direct = METHODS["tikhonov"](small["field_hz"], small["mask"], small["voxel_size"])
+    direct = METHODS["tikhonov"](small["field_hz"], small["mask"], small["voxel_size"], lam=0.02)
     np.testing.assert_allclose(chis["hz"], direct, atol=1e-5)
 
 

@@ -136,7 +136,7 @@ def test_cli_invert_records_auto_lambda_and_user_lam_wins(tmp_path, phantom):
     assert len(rec["curve"]["lambdas"]) == len(rec["curve"]["gcv"]) > 10
     assert main([*base, "--lam", "0.0021", "-o", str(tmp_path / "user")]) == 0
     rec = json.loads((tmp_path / "user" / "qsmkit.json").read_text())["inversion"]
-    assert rec == {"method": "tv", "option": "lam", "lam": 0.0021, "principle": "user"}
+    assert rec == {"method": "whtv", "option": "lam", "lam": 0.0021, "principle": "user"}
 
 
 def test_run_writes_lambda_curve_and_figure(tmp_path):

@@ -8,7 +8,7 @@ from qsmkit.errors import InputError
 
 COMMAND = "invert"
 ORDER = 35
-HELP = "invert a local field map to a susceptibility map (TV, NLTV, MEDI, RTS, TGV, ...)"
+HELP = "invert a local field map to a susceptibility map (WH-QSM, TV, NLTV, MEDI, RTS, TGV, ...)"
 DESCRIPTION = """\
 Dipole inversion: local (tissue) field -> susceptibility chi in ppm.
 
@@ -23,7 +23,8 @@ OUT is a folder, or chi to OUT itself when it ends in .nii or .nii.gz, with its 
 in a JSON sidecar of the same name (OUT with .json), so the qsmkit.json of an existing
 folder is left alone.
 
-Methods (see docs/inversion.md): tv (default), nltv, medi, rts, tgv, ilsqr, tikhonov, tkd.
+Methods (see docs/inversion.md): whtv (weak-harmonic TV, default), tv, nltv, medi, rts,
+tgv, ilsqr, tikhonov, tkd.
 --lam sets the main regularisation (tkd: threshold; tgv: alpha1 with alpha0 = 3 alpha1);
 --opt KEY=VALUE passes any other option of the method (repeatable).
 
@@ -34,8 +35,8 @@ Examples:
   qsmkit invert local.nii.gz --mask m.nii.gz --b0 3 --method medi --magnitude mag.nii.gz -o out
 """
 
-METHOD_NAMES = ["tv", "nltv", "medi", "rts", "tgv", "ilsqr", "tikhonov", "tkd"]
-_WEIGHTED = {"tv", "nltv", "medi", "tgv", "ilsqr"}
+METHOD_NAMES = ["whtv", "tv", "nltv", "medi", "rts", "tgv", "ilsqr", "tikhonov", "tkd"]
+_WEIGHTED = {"whtv", "tv", "nltv", "medi", "tgv", "ilsqr"}
 
 
 def add_arguments(parser) -> None:
@@ -50,11 +51,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--echo-time", type=float, metavar="S", dest="echo_time",
                         help="echo time (s) of a field given in radians (--unit rad), and the "
                         "phase scale of --method nltv (a multi-echo field: its effective TE)")
-    parser.add_argument("--method", choices=METHOD_NAMES, default="tv",
+    parser.add_argument("--method", choices=METHOD_NAMES, default="whtv",
                         help="inversion method (default: %(default)s)")
     parser.add_argument("--lam", metavar="X",
                         help="regularisation strength, a number or 'auto' (default: auto, "
-                        "chosen from the field for tv, nltv, medi, tgv, tikhonov; "
+                        "chosen from the field for whtv, tv, nltv, medi, tgv, tikhonov; "
                         "tkd: threshold; tgv: alpha1)")
     parser.add_argument("--magnitude", type=Path, metavar="MAG",
                         help="magnitude (NIfTI): data weight, and edges for medi")

@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bgremove", metavar="METHOD",
                         help="vsharp | pdf | lbv | sharp | resharp | ismv")
     parser.add_argument("--invert", metavar="METHOD",
-                        help="tv | nltv | medi | rts | tgv | ilsqr | tikhonov | tkd")
+                        help="whtv (default) | tv | nltv | medi | rts | tgv | ilsqr | tikhonov | tkd")
     parser.add_argument("--lam", metavar="X",
                         help="regularisation weight of the inversion, a number or 'auto' "
                         "(default: auto, chosen from the local field; tgv: alpha1; see "

@@ -67,7 +67,7 @@ DEFAULT_PRINCIPLE = "gcv"
 DEFAULT_LAMBDAS = np.logspace(-5, 0, 61)
 """Trial Tikhonov weights (mm^2): 12 per decade from 1e-5 to 1."""
 
-L1_METHODS = {"tv": "lam", "nltv": "lam", "medi": "lam", "tgv": "alpha"}
+L1_METHODS = {"tv": "lam", "nltv": "lam", "medi": "lam", "tgv": "alpha", "whtv": "lam"}
 """Methods whose weight is an l1 weight on the gradient of chi in ppm/mm (the TV scale)."""
 
 L2_METHODS = {"tikhonov": "lam"}
