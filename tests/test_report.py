@@ -211,3 +211,11 @@ def test_cohort_page_links_flags_and_plots(tmp_path):
     outliers = text[text.index("id='outliers'"):]
     assert "06" in outliers[:outliers.index("</section>")]
     assert "group/qc.tsv" not in text  # no group tables written: none linked
+
+
+def test_report_title_names_the_output_folder_not_its_staging_folder(tmp_path):
+    from qsmkit.io.output import output_name
+
+    assert output_name(tmp_path / ".run1.partial-k61mpptw") == "run1"
+    assert output_name(tmp_path / "run1") == "run1"
+    assert output_name(tmp_path / ".hidden") == ".hidden"

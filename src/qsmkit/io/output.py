@@ -16,6 +16,17 @@ from pathlib import Path
 
 from qsmkit.errors import InputError
 
+STAGING_MARK = ".partial-"
+"""Marks a staging folder ``.{name}.partial-XXXX`` next to the output folder ``name``."""
+
+
+def output_name(folder) -> str:
+    """The name of the output folder that ``folder`` stands for (its staging folder included)."""
+    name = Path(folder).resolve().name
+    if name.startswith(".") and STAGING_MARK in name:
+        return name[1:name.rindex(STAGING_MARK)]
+    return name
+
 
 def check_not_overwriting(outdir: Path, names: Iterable[str], force: bool) -> None:
     """Raise :class:`InputError` if any of ``names`` already exists in ``outdir``."""
@@ -41,7 +52,7 @@ def staged_output(outdir, *, force: bool = False, protect: Iterable[Path] = ()):
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"output path {outdir} exists and is not a folder")
     outdir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.partial-", dir=outdir.parent))
+    stage = Path(tempfile.mkdtemp(prefix=f".{outdir.name}{STAGING_MARK}", dir=outdir.parent))
     try:
         yield stage
         # Provenance last: a folder whose qsmkit.json exists is complete, even if the move

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qsmkit.io.output import output_name
 from qsmkit.io.provenance import read_provenance
 
 # Figures in display order: file name -> caption.
@@ -508,7 +509,7 @@ def build_report(folder) -> str:
 
     folder = Path(folder)
     prov = read_provenance(folder)
-    title = prov.get("title") or f"qsmkit report: {folder.resolve().name}"
+    title = prov.get("title") or f"qsmkit report: {output_name(folder)}"
     parts: list[tuple[str, str, str]] = []  # (anchor, nav label, html)
     warnings = _warnings_section(prov)
     if warnings:
