@@ -47,3 +47,32 @@ def test_echo_times_in_ms_are_refused(tmp_path, capsys):
                  "-o", str(tmp_path / "out")])
     assert code == 2
     assert "milliseconds" in capsys.readouterr().err
+
+
+def test_internal_errors_are_one_line_with_a_pointer_to_verbose(monkeypatch, capsys):
+    """An unexpected exception never reaches the user as a bare traceback: one line, exit 1;
+    with -v (before or after the command) the traceback is printed too."""
+    import qsmkit.cli.metrics as metrics_cmd
+    from qsmkit.cli.main import main
+
+    def broken(args):
+        raise RuntimeError("something\nbroke")
+
+    monkeypatch.setattr(metrics_cmd, "run", broken)
+    assert main(["metrics", "a.nii", "b.nii", "--mask", "m.nii"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "internal error: RuntimeError: something broke" in err and "-v" in err
+    assert main(["metrics", "a.nii", "b.nii", "--mask", "m.nii", "-v"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_file_system_refusals_are_usage_errors(tmp_path, capsys):
+    from qsmkit.cli.main import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for target in (blocker / "out", tmp_path / ("x" * 300)):
+        code = main(["simulate", str(target), "--shape", "48,48,48", "--voxel-size", "4,4,4"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err

@@ -12,6 +12,7 @@ import importlib
 import logging
 import pkgutil
 import sys
+import traceback
 
 from qsmkit import __version__
 from qsmkit.errors import InputError
@@ -48,6 +49,9 @@ def get_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(cmd)
+        # -v also after the command; SUPPRESS keeps a -v given before it.
+        cmd.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="print progress details and tracebacks of internal errors")
         cmd.set_defaults(_run=module.run)
     return parser
 
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except InputError as err:
-        print(f"qsmkit {args.command}: error: {err}", file=sys.stderr)
+        print(f"qsmkit {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -75,6 +79,30 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `qsmkit metrics ... | head`
         sys.stderr.close()
         return 0
+    except OSError as err:
+        # The file system refused a path the user gave (missing, not writable, name too long,
+        # a file where a folder is needed): a usage error, not a bug.
+        print(f"qsmkit {args.command}: error: {_os_error_text(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - the last line of defence: never a bare traceback
+        if args.verbose:
+            traceback.print_exc()
+        print(f"qsmkit {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "
+              "(rerun with -v for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of an exception on one line."""
+    return " ".join(str(err).split())
+
+
+def _os_error_text(err: OSError) -> str:
+    where = f" {err.filename}" if err.filename else ""
+    if err.filename2:
+        where += f" -> {err.filename2}"
+    reason = err.strerror or _one_line(err)
+    return f"cannot use{where}: {reason}; check the path and its permissions"
 
 
 if __name__ == "__main__":
