@@ -271,3 +271,22 @@ def test_simulate_bids_dataset_is_readable(tmp_path):
     assert main([*args[:-4], "--bids", "02", "--seed", "3", "--force"]) == 0
     assert [r.subject for r in find_megre(out)] == ["01", "02"]
     assert (out / "participants.tsv").read_text().split() == ["participant_id", "sub-01", "sub-02"]
+
+
+def test_field_strength_that_is_not_a_number_is_a_clear_error(tmp_path, capsys):
+    """"3T" in a sidecar was a ValueError traceback (issue 16)."""
+    from qsmkit.cli.main import main
+
+    shape = (24, 24, 16)
+    rng = np.random.default_rng(0)
+    mag = np.ones(shape + (len(TES),), np.float32)
+    phase = rng.uniform(-np.pi, np.pi, shape + (len(TES),)).astype(np.float32)
+    write_megre_subject(tmp_path / "ds", "01", mag, phase, np.diag([2.0, 2.0, 2.0, 1.0]),
+                        TES, 3.0)
+    for sidecar in (tmp_path / "ds").rglob("*_MEGRE.json"):
+        meta = json.loads(sidecar.read_text())
+        meta["MagneticFieldStrength"] = "3T"
+        sidecar.write_text(json.dumps(meta))
+    assert main(["run", str(tmp_path / "ds" / "sub-01"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "MagneticFieldStrength" in err and "'3T'" in err and "Traceback" not in err

@@ -76,3 +76,21 @@ def test_file_system_refusals_are_usage_errors(tmp_path, capsys):
         code = main(["simulate", str(target), "--shape", "48,48,48", "--voxel-size", "4,4,4"])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_invert_refuses_a_singular_affine_cleanly(tmp_path, capsys):
+    """numpy's LinAlgError from the B0 direction was a traceback in invert (issue 16)."""
+    import nibabel as nib
+    import numpy as np
+
+    from qsmkit.cli.main import main
+
+    affine = np.array([[2.0, 2.0, 0, 0], [0, 0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1]])
+    field = np.zeros((16, 16, 16), np.float32)
+    field[4:12, 4:12, 4:12] = 1.0
+    nib.save(nib.Nifti1Image(field, affine), str(tmp_path / "f.nii.gz"))
+    nib.save(nib.Nifti1Image((field > 0).astype(np.uint8), affine), str(tmp_path / "m.nii.gz"))
+    code = main(["invert", str(tmp_path / "f.nii.gz"), "--mask", str(tmp_path / "m.nii.gz"),
+                 "--b0", "3", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err

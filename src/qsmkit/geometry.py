@@ -42,7 +42,13 @@ def b0_dir_from_affine(affine, b0_dir_world: Sequence[float] = (0.0, 0.0, 1.0)) 
     rot = rotation_from_affine(affine)
     world = np.asarray(b0_dir_world, dtype=float)
     world = world / np.linalg.norm(world)
-    direction = np.linalg.solve(rot, world)
+    try:
+        direction = np.linalg.solve(rot, world)
+    except np.linalg.LinAlgError:
+        raise InputError("the affine is singular (its axes are parallel); fix the image "
+                         "orientation header") from None
+    if not np.all(np.isfinite(direction)) or np.linalg.norm(direction) == 0:
+        raise InputError("the affine gives no B0 direction; fix the image orientation header")
     return direction / np.linalg.norm(direction)
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from qsmkit.acquisition import Acquisition, phase_to_radians
 from qsmkit.errors import InputError
+from qsmkit.io.sidecar import b0_from_sidecar
 from qsmkit.io.vendor import PHASE_SIGN_KEY, QSMKIT_PHASE_SIGN, to_qsmkit_phase_sign
 
 log = logging.getLogger(__name__)
@@ -501,13 +502,13 @@ def read_megre(ref: BidsMegreRef, *, phase_unit: str = "auto") -> Acquisition:
     for image, meta, mag_meta in zip(
         ref.phase_files, ref.phase_meta, ref.magnitude_meta, strict=True
     ):
-        value = meta.get("MagneticFieldStrength", mag_meta.get("MagneticFieldStrength"))
+        value = b0_from_sidecar({**mag_meta, **meta}, _sidecar_of(image).name)
         if value is None:
             raise InputError(
                 f"no MagneticFieldStrength for {image.name}: add it (tesla) to the sidecar "
                 f"{_sidecar_of(image).name}"
             )
-        b0_values.append(float(value))
+        b0_values.append(value)
     if max(b0_values) - min(b0_values) > 1e-3:
         raise InputError(f"the echoes of {ref.name} disagree on MagneticFieldStrength {b0_values}")
     units = ref.phase_meta[0].get("Units") if ref.phase_meta else None
