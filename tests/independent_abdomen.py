@@ -384,23 +384,26 @@ def make_abdomen_phantom(
 
 
 def write_nifti(phantom: AbdomenPhantom, folder) -> dict:
-    """Write mag.nii.gz / phase.nii.gz (4D, echoes last; phase in radians) with JSON sidecars,
-    patch labels and truth maps with nibabel (not qsmkit's writer). Returns the paths."""
+    """Write one magnitude and one phase (radians) NIfTI per echo, each with a BIDS sidecar
+    (EchoTime in s, MagneticFieldStrength in T), the patch labels and the truth maps, with
+    nibabel (not qsmkit's writer). Returns the paths ("mag" and "phase" are lists)."""
     import nibabel as nib
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    sidecar = {"EchoTime": [float(t) for t in phantom.echo_times_s],
-               "MagneticFieldStrength": phantom.b0_tesla}
-    for name, data in (("mag", phantom.magnitude), ("phase", phantom.phase),
-                       ("labels", phantom.patch_labels.astype(np.int16)),
+    paths = {"mag": [], "phase": []}
+    for e, te in enumerate(phantom.echo_times_s):
+        sidecar = {"EchoTime": float(te), "MagneticFieldStrength": phantom.b0_tesla}
+        for kind, data in (("mag", phantom.magnitude), ("phase", phantom.phase)):
+            path = folder / f"{kind}_echo-{e + 1}.nii.gz"
+            nib.save(nib.Nifti1Image(data[..., e], phantom.affine), path)
+            path.with_name(f"{kind}_echo-{e + 1}.json").write_text(json.dumps(sidecar))
+            paths[kind].append(path)
+    for name, data in (("labels", phantom.patch_labels.astype(np.int16)),
                        ("truth_pdff", phantom.pdff_percent), ("truth_r2star", phantom.r2star_per_s),
                        ("truth_chi", phantom.chi_ppm), ("truth_field_hz", phantom.field_hz)):
         path = folder / f"{name}.nii.gz"
         nib.save(nib.Nifti1Image(data, phantom.affine), path)
-        if name in ("mag", "phase"):
-            path.with_name(f"{name}.json").write_text(json.dumps(sidecar))
         paths[name] = path
     (folder / "truth_patches.json").write_text(json.dumps(phantom.patches, indent=1))
     return paths
