@@ -94,3 +94,28 @@ def test_invert_refuses_a_singular_affine_cleanly(tmp_path, capsys):
                  "--b0", "3", "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_outputs_never_land_in_an_input(tmp_path, capsys):
+    """`qsmkit bids DS DS` rewrote the raw dataset (issue 16): an output equal to or inside an
+    input folder is refused, except the BIDS derivatives/ convention."""
+    import numpy as np
+
+    from qsmkit.cli.main import main
+    from qsmkit.io.bids import write_megre_subject
+
+    ds = tmp_path / "ds"
+    tes = (0.005, 0.010, 0.015)
+    rng = np.random.default_rng(0)
+    write_megre_subject(ds, "01", np.ones((24, 24, 16, 3), np.float32),
+                        rng.uniform(-3, 3, (24, 24, 16, 3)).astype(np.float32),
+                        np.diag([2.0, 2.0, 2.0, 1.0]), tes, 3.0)
+    before = {p: p.read_bytes() for p in ds.rglob("*") if p.is_file()}
+    for argv in (["bids", str(ds), str(ds)], ["bids", str(ds), str(ds / "sub-01" / "out")],
+                 ["run", str(ds / "sub-01"), "-o", str(ds / "sub-01" / "qsm")],
+                 ["run", str(ds / "sub-01"), "-o", str(ds / "sub-01")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "input" in err and "Traceback" not in err, err
+    after = {p: p.read_bytes() for p in ds.rglob("*") if p.is_file()}
+    assert after == before

@@ -21,6 +21,7 @@ import numpy as np
 
 from qsmkit.cohort import derivatives as deriv
 from qsmkit.errors import InputError
+from qsmkit.io.output import check_outside_inputs
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +318,9 @@ def run_cohort(
     if not dataset.is_dir():
         raise InputError(f"BIDS dataset {dataset} is not a folder")
     output = Path(output) if output else dataset / "derivatives" / "qsmkit"
+    if output.exists() and not output.is_dir():
+        raise InputError(f"the output {output} exists and is not a folder")
+    check_outside_inputs(output, [dataset], allowed_inside=("derivatives",))
     config = dataclasses.asdict(QSMConfig.from_preset(preset))
     tasks = plan_tasks(dataset, output, participant_label=participant_label, session=session,
                        config=config, phase_unit=phase_unit)

@@ -28,6 +28,27 @@ def output_name(folder) -> str:
     return name
 
 
+def check_outside_inputs(outdir, inputs: Iterable[Path], *,
+                         allowed_inside: Iterable[str] = ()) -> None:
+    """Raise :class:`InputError` when ``outdir`` is an input or lies inside an input folder.
+
+    Inputs are read-only for qsmkit. ``allowed_inside`` names sub-folders of an input that
+    may hold outputs (BIDS ``derivatives``: a derivative dataset never touches raw files).
+    """
+    out = Path(outdir).resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if out == source:
+            raise InputError(f"the output {outdir} is the input {given}; inputs are never "
+                             "written: choose another output folder")
+        if source.is_dir() and source in out.parents:
+            inside = out.relative_to(source).parts
+            if inside and inside[0] in set(allowed_inside):
+                continue
+            raise InputError(f"the output {outdir} lies inside the input folder {given}; "
+                             "inputs are never written: choose a folder outside it")
+
+
 def check_not_overwriting(outdir: Path, names: Iterable[str], force: bool) -> None:
     """Raise :class:`InputError` if any of ``names`` already exists in ``outdir``."""
     outdir = Path(outdir)
@@ -51,6 +72,8 @@ def staged_output(outdir, *, force: bool = False, protect: Iterable[Path] = ()):
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"output path {outdir} exists and is not a folder")
+    protect = [Path(p) for p in protect]
+    check_outside_inputs(outdir, [p for p in protect if p.is_dir()])
     outdir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{outdir.name}{STAGING_MARK}", dir=outdir.parent))
     try:
