@@ -309,3 +309,18 @@ def test_import_command(tmp_path, capsys):
     assert main(["import", str(tmp_path / "dicom"), "-o", str(out), "--series", "21",
                  "--force"]) == 0
     assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_complex_nifti_is_refused_with_advice(tmp_path):
+    """complex64 magnitude/phase lost its imaginary part silently (issue 16)."""
+    import nibabel as nib
+    import numpy as np
+    import pytest
+
+    from qsmkit.errors import InputError
+    from qsmkit.io.nifti import load_nifti
+
+    z = (np.ones((8, 8, 8)) + 1j * np.ones((8, 8, 8))).astype(np.complex64)
+    nib.save(nib.Nifti1Image(z, np.eye(4)), str(tmp_path / "z.nii.gz"))
+    with pytest.raises(InputError, match="complex.*angle"):
+        load_nifti(tmp_path / "z.nii.gz")

@@ -17,11 +17,18 @@ def load_nifti(path, *, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, nib.N
         raise InputError(f"file not found: {path}")
     try:
         image = nib.load(str(path))
+        stored = np.dtype(image.get_data_dtype())
+        if stored.kind == "c":
+            raise InputError(
+                f"{path} holds complex values ({stored}); qsmkit takes magnitude and phase as "
+                "two real images: save abs(z) and angle(z) (radians) separately"
+            )
         data = np.asarray(image.dataobj, dtype=dtype)
     except InputError:
         raise
     except Exception as err:  # nibabel raises many kinds for broken files
-        raise InputError(f"cannot read {path} as NIfTI ({type(err).__name__}: {err})") from None
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise InputError(f"cannot read {path} as NIfTI ({reason})") from None
     affine = image.affine
     if affine is None or not np.all(np.isfinite(affine)):
         raise InputError(f"{path} has no valid affine (qform/sform)")
