@@ -75,10 +75,13 @@ def test_calibrations_are_documented_and_invertible():
 def test_r2star_doubles_from_1p5_to_3_tesla_and_chi_slope():
     ratio = L.r2star_from_lic(10.0, 3.0) / L.r2star_from_lic(10.0, 1.5)
     assert 1.8 < ratio < 2.1
-    assert np.isclose(L.CHI_PER_LIC_PPM, 1.6 / 3.33)
+    # default slope: the in-vivo calibration, 0.112 ppm per mg Fe/g dw (Buelo 2025), written
+    # out here rather than read from the module (issue 13: the former default 0.48 was the
+    # simulator's physical value, about 4x the in-vivo one)
+    assert np.isclose(L.CHI_PER_LIC_PPM, 0.112)
     chi = L.chi_from_lic(12.0, 25.0)
     assert np.isclose(L.lic_from_chi(chi, 25.0), 12.0)
-    assert np.isclose(chi, 12.0 * L.CHI_PER_LIC_PPM + 0.6 * 0.25)
+    assert np.isclose(chi, 12.0 * 0.112 + 0.6 * 0.25)
     with pytest.raises(InputError):
         L.lic_from_chi(1.0, slope_ppm=0.0)
 

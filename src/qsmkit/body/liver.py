@@ -17,28 +17,13 @@ Two independent routes to the liver iron concentration (LIC, mg Fe per g dry liv
   PDF or LBV followed by any inversion of :mod:`qsmkit.inversion` remain selectable; on the
   abdomen they remove much of the liver's own, spatially extended field (``docs/liver.md``).
 
-Physical constants (SI susceptibility, ppm, relative to water)
---------------------------------------------------------------
-``CHI_FAT_PPM = 0.6``: fat is about 0.6 ppm less diamagnetic than water (Hopkins & Wehrli 1997;
-used as the reference tissue by Hernando 2013). A voxel of proton-density fat fraction ``p``
-gets ``0.6 p`` (volume and proton-density fractions are taken as equal).
-
-``CHI_PER_LIC_WET_PPM = 1.6``: storage (ferritin/hemosiderin) iron raises the volume
-susceptibility of liver by about 1.6e-6 (SI) per mg Fe per g wet tissue, i.e. a specific
-susceptibility of ~1.6e-6 m^3/kg Fe at tissue density ~1 g/mL, the order of magnitude on
-which SQUID biomagnetic liver susceptometry rests (Bauman & Harris 1967 estimated
-+0.08e-6 emu/cm^3 per gram of storage iron in a human liver; Brittenham 1982). As a check, the
-Curie law with an effective moment of 3.8 Bohr magnetons per Fe at 37 °C gives 1.3e-6 m^3/kg.
-
-``LIC_DRY_PER_WET = 3.33``: the widely adopted wet-to-dry factor for liver (70 % water),
-as tabulated by Fischer & Harmatz (2009).
-
-Hence the default slope ``CHI_PER_LIC_PPM = 1.6 / 3.33 = 0.48`` ppm per mg Fe/g dry weight.
-In-vivo QSM calibrations against R2-MRI LIC report smaller apparent slopes (0.10–0.12 ppm per
-mg/g at 1.5 T across four centres, Buelo 2025; QSM ≈ 0.49 × SQUID susceptibility, Sharma 2017),
-reflecting regularisation, referencing and the conversion factors of each study; the
-``"buelo2025"`` entry of :data:`CHI_LIC_SLOPES` offers that in-vivo calibration. The simulator
-uses the physical slope, so the physical slope is the one that recovers its truth.
+Calibrations
+------------
+The R2*→LIC and χ→LIC calibrations, their citations, field strengths and valid ranges, and
+the susceptibility of fat live in :mod:`qsmkit.body.calibration` (re-exported here). The
+default χ→LIC slope is the in-vivo liver-QSM calibration (0.112 ppm per mg Fe/g dw, Buelo
+2025); the physical slope 0.48 ppm per mg/g (SQUID, per wet weight / 3.33) is the option
+``chi_slope="physical"``.
 
 References
 ----------
@@ -78,166 +63,27 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from qsmkit.body.calibration import (  # noqa: F401  (re-exported: public names of this module)
+    CHI_FAT_PPM,
+    CHI_LIC_CALIBRATIONS,
+    CHI_LIC_SLOPES,
+    CHI_PER_LIC_INVIVO_PPM,
+    CHI_PER_LIC_PHYSICAL_PPM,
+    CHI_PER_LIC_PPM,
+    CHI_PER_LIC_WET_PPM,
+    DEFAULT_CHI_LIC,
+    LIC_DRY_PER_WET,
+    R2STAR_CALIBRATIONS,
+    R2starCalibration,
+    chi_from_lic,
+    chi_lic_slope,
+    lic_from_chi,
+    lic_from_r2star,
+    lic_from_r2star_checked,
+    r2star_from_lic,
+    select_calibration,
+)
 from qsmkit.errors import InputError
-
-CHI_FAT_PPM = 0.6
-"""Susceptibility of fat relative to water (SI ppm); Hopkins & Wehrli 1997, Hernando 2013."""
-
-CHI_PER_LIC_WET_PPM = 1.6
-"""Susceptibility (SI ppm) per mg storage iron per g wet liver (SQUID susceptometry)."""
-
-LIC_DRY_PER_WET = 3.33
-"""Wet-to-dry weight factor of liver (70 % water; Fischer & Harmatz 2009)."""
-
-CHI_PER_LIC_PPM = CHI_PER_LIC_WET_PPM / LIC_DRY_PER_WET
-"""Susceptibility (SI ppm) per mg Fe / g dry weight: 0.48 ppm (physical default)."""
-
-CHI_LIC_SLOPES = {
-    "physical": CHI_PER_LIC_PPM,
-    "buelo2025": 0.112,
-}
-"""χ–LIC slopes (ppm per mg Fe/g dw): the physical value and the in-vivo multicentre QSM
-calibration at 1.5 T (Buelo 2025, centre range 0.102–0.123; midpoint)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class R2starCalibration:
-    """A linear R2*→LIC calibration ``LIC = slope * R2* + intercept`` (mg Fe/g dry weight).
-
-    ``lic_range`` and ``r2star_range`` state where the calibration was established; outside
-    them the value is an extrapolation.
-    """
-
-    name: str
-    b0_tesla: float
-    slope: float
-    intercept: float
-    lic_range: tuple[float, float]
-    source: str
-    notes: str = ""
-
-    @property
-    def r2star_range(self) -> tuple[float, float]:
-        return tuple(float(self.r2star(v)) for v in self.lic_range)
-
-    def lic(self, r2star_per_s):
-        """LIC (mg Fe/g dw) from R2* (s^-1)."""
-        return self.slope * np.asarray(r2star_per_s, dtype=float) + self.intercept
-
-    def r2star(self, lic_mg_per_g):
-        """R2* (s^-1) that this calibration maps to ``lic_mg_per_g``."""
-        return (np.asarray(lic_mg_per_g, dtype=float) - self.intercept) / self.slope
-
-
-R2STAR_CALIBRATIONS: dict[str, R2starCalibration] = {
-    c.name: c
-    for c in (
-        R2starCalibration(
-            "hernando2023_1.5T", 1.5, 2.603e-2, -0.16, (0.3, 43.0),
-            "Hernando D et al. Radiology 2023;306:e213256",
-            "207 patients, 4 centres, 3 vendors; confounder-corrected (fat, noise) R2*; "
-            "reference LIC by FerriScan R2 (calibrated 0.3-43 mg/g). Default at 1.5 T.",
-        ),
-        R2starCalibration(
-            "hernando2023_3T", 3.0, 1.349e-2, -0.03, (0.3, 43.0),
-            "Hernando D et al. Radiology 2023;306:e213256",
-            "same cohort at 3.0 T (a separate 2.89 T calibration is very close); "
-            "coefficients as reported in the abstract. Default at 3 T.",
-        ),
-        R2starCalibration(
-            "wood2005", 1.5, 0.0254, 0.202, (1.33, 32.9),
-            "Wood JC et al. Blood 2005;106:1460-1465",
-            "22 biopsies (HIC 1.33-32.9 mg/g) in thalassemia/sickle-cell patients; "
-            "mono-exponential R2* with offset, minimum TE 0.8 ms.",
-        ),
-        R2starCalibration(
-            "hankins2009", 1.5, 0.028, -0.45, (0.5, 35.0),
-            "Hankins JS et al. Blood 2009;113:4853-4855",
-            "biopsy-calibrated (transfusional overload); the stated range is approximate "
-            "(the biopsy range of that cohort).",
-        ),
-    )
-}
-"""Published R2*→LIC calibrations, by name."""
-
-
-def select_calibration(b0_tesla: float, name: str | None = None) -> R2starCalibration:
-    """The named calibration, or the default (Hernando 2023) nearest to ``b0_tesla``.
-
-    Raises :class:`InputError` when the field strength is more than 0.25 T away from every
-    calibration (none is valid there) or when the named calibration was made at another field.
-    """
-    b0 = float(b0_tesla)
-    if name:
-        if name not in R2STAR_CALIBRATIONS:
-            raise InputError(
-                f"unknown R2* calibration {name!r}; choose one of "
-                + ", ".join(sorted(R2STAR_CALIBRATIONS))
-            )
-        cal = R2STAR_CALIBRATIONS[name]
-        if abs(cal.b0_tesla - b0) > 0.25:
-            raise InputError(
-                f"calibration {name} was made at {cal.b0_tesla} T but the data are at {b0} T; "
-                "R2* depends on field strength, choose a calibration for this field"
-            )
-        return cal
-    defaults = [R2STAR_CALIBRATIONS["hernando2023_1.5T"], R2STAR_CALIBRATIONS["hernando2023_3T"]]
-    cal = min(defaults, key=lambda c: abs(c.b0_tesla - b0))
-    if abs(cal.b0_tesla - b0) > 0.25:
-        raise InputError(
-            f"no published R2*→LIC calibration for {b0} T (available at 1.5 T and 3 T); "
-            "LIC by R2* cannot be given at this field strength"
-        )
-    return cal
-
-
-def lic_from_r2star(r2star_per_s, b0_tesla: float, calibration: str | None = None):
-    """LIC (mg Fe/g dw) from R2* (s^-1) with the calibration for ``b0_tesla``."""
-    return select_calibration(b0_tesla, calibration).lic(r2star_per_s)
-
-
-def r2star_from_lic(lic_mg_per_g, b0_tesla: float, *, floor_per_s: float | None = None):
-    """Forward model of the simulator: R2* (s^-1) of liver at ``lic_mg_per_g`` and ``b0_tesla``.
-
-    The inverse of the Hernando 2023 calibrations at 1.5 T and 3 T, interpolated linearly in
-    B0 between them (and extrapolated in proportion to B0 outside), which reproduces the
-    near-doubling of R2* from 1.5 T to 3 T (Storey 2007). Values are floored at the R2* of
-    iron-free tissue (``floor_per_s``, default ``20 + 10 * B0`` s^-1).
-    """
-    b0 = float(b0_tesla)
-    lo = R2STAR_CALIBRATIONS["hernando2023_1.5T"]
-    hi = R2STAR_CALIBRATIONS["hernando2023_3T"]
-    r_lo, r_hi = lo.r2star(lic_mg_per_g), hi.r2star(lic_mg_per_g)
-    if 1.5 <= b0 <= 3.0:
-        t = (b0 - 1.5) / 1.5
-        r2 = (1 - t) * r_lo + t * r_hi
-    elif b0 < 1.5:
-        r2 = r_lo * b0 / 1.5
-    else:
-        r2 = r_hi * b0 / 3.0
-    floor = 20.0 + 10.0 * b0 if floor_per_s is None else float(floor_per_s)
-    return np.maximum(r2, floor)
-
-
-def chi_from_lic(lic_mg_per_g, pdff_percent=0.0, *, slope_ppm: float = CHI_PER_LIC_PPM,
-                 chi_fat_ppm: float = CHI_FAT_PPM, chi_tissue_ppm: float = 0.0):
-    """Susceptibility (ppm, relative to water) of liver with given iron and fat content."""
-    fat = np.asarray(pdff_percent, dtype=float) / 100.0
-    return chi_tissue_ppm + slope_ppm * np.asarray(lic_mg_per_g, dtype=float) + chi_fat_ppm * fat
-
-
-def lic_from_chi(chi_ppm, pdff_percent=0.0, *, slope_ppm: float = CHI_PER_LIC_PPM,
-                 chi_fat_ppm: float = CHI_FAT_PPM, chi_tissue_ppm: float = 0.0):
-    """LIC (mg Fe/g dw) from referenced susceptibility (ppm) after removing the fat part.
-
-    ``chi_ppm`` must be referenced to water-like tissue (see :func:`liver_qsm`);
-    ``chi_tissue_ppm`` is the susceptibility of iron-free, fat-free liver relative to the
-    same reference (0 by default).
-    """
-    if not slope_ppm > 0:
-        raise InputError(f"the χ–LIC slope must be positive, got {slope_ppm}")
-    fat = np.asarray(pdff_percent, dtype=float) / 100.0
-    return (np.asarray(chi_ppm, dtype=float) - chi_tissue_ppm - chi_fat_ppm * fat) / slope_ppm
 
 
 # -- R2* ---------------------------------------------------------------------------------------
@@ -769,9 +615,16 @@ def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, aff
     )
     similar = ndimage.binary_opening(similar)
     lab, _ = ndimage.label(similar)
-    if lab[seed] == 0:
-        raise InputError("cannot find the liver automatically; give --labels with a liver mask")
-    liver = lab == lab[seed]
+    seed_label = lab[seed]
+    if seed_label == 0:
+        # the seed itself fell out (e.g. where liver segments of different iron meet):
+        # take the component that fills most of the seed neighbourhood instead
+        near = lab[sl][lab[sl] > 0]
+        if near.size == 0:
+            raise InputError("cannot find the liver automatically; give --labels with a "
+                             "liver mask")
+        seed_label = np.bincount(near).argmax()
+    liver = lab == seed_label
     eroded = ndimage.binary_erosion(liver)
     return eroded if eroded.sum() >= 10 else liver
 
@@ -830,7 +683,11 @@ class LiverAnalysis:
                     "lic_qsm": float("nan")}
         pdff = float(np.mean(self.pdff_percent[region]))
         r2 = float(np.median(self.r2star_per_s[region]))
-        in_range = self.r2star_measurable(region, r2, min_echoes=min_echoes, snr_floor=snr_floor)
+        # flagged when the echoes cannot measure it or when it lies above the R2* range the
+        # calibration was established on (no silent extrapolation of LIC by R2*)
+        in_range = (self.r2star_measurable(region, r2, min_echoes=min_echoes,
+                                           snr_floor=snr_floor)
+                    and int(self.calibration.flag(r2)) <= 0)
         qregion = region & self.qsm_mask
         chi = float(np.mean(self.chi_ppm[qregion])) if qregion.any() else float("nan")
         return {
@@ -884,7 +741,7 @@ def analyse_liver(
     reference_mask=None,
     reference_chi_ppm: float | None = None,
     calibration: str | None = None,
-    chi_slope: str | float = "physical",
+    chi_slope: str | float = DEFAULT_CHI_LIC,
     background: str = "air",
     invert: str = "wls",
     air: str = "free",
@@ -913,7 +770,8 @@ def analyse_liver(
         it in the field of view), "region" (``reference_mask`` set to ``reference_chi_ppm``)
         or "mask" (mean over the body set to ``reference_chi_ppm``, default 0)
     calibration : R2*→LIC calibration name (default: Hernando 2023 at the data's field)
-    chi_slope : name in :data:`CHI_LIC_SLOPES` or a slope in ppm per mg Fe/g dw
+    chi_slope : name in :data:`CHI_LIC_SLOPES` or a slope in ppm per mg Fe/g dw (default
+        "buelo2025", the in-vivo calibration; "physical" is 0.48 ppm per mg/g)
     background, invert, air, harmonic_order, lam : see :func:`liver_qsm`
     roi_constant : estimate one susceptibility per region (default) instead of per voxel
     """
@@ -924,17 +782,7 @@ def analyse_liver(
         raise InputError(f"magnitude must be (X, Y, Z, echo), got shape {mag.shape}")
     tes = np.atleast_1d(np.asarray(echo_times_s, dtype=float))
     cal = select_calibration(b0_tesla, calibration)
-    if isinstance(chi_slope, str):
-        if chi_slope not in CHI_LIC_SLOPES:
-            raise InputError(
-                f"unknown χ–LIC slope {chi_slope!r}; choose one of {', '.join(CHI_LIC_SLOPES)} "
-                "or give a number (ppm per mg Fe/g dry weight)"
-            )
-        slope = CHI_LIC_SLOPES[chi_slope]
-    else:
-        slope = float(chi_slope)
-        if not slope > 0:
-            raise InputError(f"the χ–LIC slope must be positive, got {chi_slope}")
+    slope = chi_lic_slope(chi_slope)
     if reference not in ("sat", "air", "mask", "region"):
         raise InputError(f"unknown QSM reference {reference!r}; use sat, air, mask or region")
     if reference == "air" and (background != "air" or air != "fixed"):

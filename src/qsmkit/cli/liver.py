@@ -54,9 +54,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calibration", metavar="NAME",
                         help="R2*->LIC calibration: hernando2023_1.5T, hernando2023_3T, "
                         "wood2005, hankins2009 (default: Hernando 2023 at the data's field)")
-    parser.add_argument("--chi-slope", default="physical", metavar="NAME|PPM",
-                        help="chi-LIC slope: physical (0.48 ppm per mg/g), buelo2025 (in-vivo "
-                        "QSM calibration) or a number in ppm per mg Fe/g (default: %(default)s)")
+    parser.add_argument("--chi-slope", default="buelo2025", metavar="NAME|PPM",
+                        help="chi-LIC slope: buelo2025 (in-vivo liver-QSM calibration, 0.112 "
+                        "ppm per mg/g dw), physical (0.48 ppm per mg/g, SQUID per wet weight "
+                        "/ 3.33) or a number in ppm per mg Fe/g dw (default: %(default)s)")
     parser.add_argument("--background", default="air", metavar="METHOD",
                         help="air (joint air-aware model, default) or a background removal "
                         "method: pdf | lbv | vsharp ...")

@@ -11,8 +11,9 @@ field of view, so any grid gives the same anatomy.
 Tissue properties at field strength ``B0``:
 
 * susceptibility (ppm, SI, relative to water): air +9.4 (air +0.36 vs water -9.05 ppm),
-  fat ``0.6 * PDFF``, vertebra (bone and fatty marrow) -1.0, liver ``0.48 * LIC + 0.6 * PDFF``
-  (the physical slope of :mod:`qsmkit.body.liver`), other soft tissue and spleen 0;
+  fat ``0.6 * PDFF``, vertebra (bone and fatty marrow) -1.0, liver ``0.112 * LIC + 0.6 * PDFF``
+  (the in-vivo liver-QSM calibration, Buelo 2025, :mod:`qsmkit.body.calibration`: the phantom
+  follows the published calibration), other soft tissue and spleen 0;
 * R2* (s^-1): liver from LIC by the inverse of the Hernando 2023 calibrations (near-doubling
   from 1.5 to 3 T); other tissues ``20 + 10 B0``, spleen ``25 + 12 B0``, marrow ``100 B0``;
 * proton density: liver 0.9 (split into water and fat by its PDFF), subcutaneous fat 0.95
@@ -39,15 +40,14 @@ from pathlib import Path
 import numpy as np
 
 from qsmkit import fft
-from qsmkit.body.fatwater import chemical_shift_signal
-from qsmkit.body.liver import (
-    CHI_AIR_PPM,
+from qsmkit.body.calibration import (
     CHI_FAT_PPM,
-    CHI_PER_LIC_PPM,
-    air_padding,
+    CHI_PER_LIC_INVIVO_PPM,
     chi_from_lic,
     r2star_from_lic,
 )
+from qsmkit.body.fatwater import chemical_shift_signal
+from qsmkit.body.liver import CHI_AIR_PPM, air_padding
 from qsmkit.errors import InputError
 from qsmkit.geometry import fast_shape
 from qsmkit.kernels import dipole_kernel
@@ -302,14 +302,14 @@ def liver_phantom(
     info = []
     for i, reg in enumerate(regions):
         lab = LIVER_LABEL0 + i
-        chi = float(chi_from_lic(reg.lic, reg.pdff_percent))
+        chi = float(chi_from_lic(reg.lic, reg.pdff_percent, slope_ppm=CHI_PER_LIC_INVIVO_PPM))
         props[lab] = (0.9, float(reg.pdff_percent), chi)
         info.append({"label": lab, "name": reg.name or f"liver_{i + 1}", "kind": "liver",
                      "lic": float(reg.lic), "pdff_percent": float(reg.pdff_percent),
                      "chi_ppm": chi})
     for j, nod in enumerate(nodules):
         lab = NODULE_LABEL0 + j
-        chi = float(chi_from_lic(nod.lic, nod.pdff_percent))
+        chi = float(chi_from_lic(nod.lic, nod.pdff_percent, slope_ppm=CHI_PER_LIC_INVIVO_PPM))
         props[lab] = (0.9, float(nod.pdff_percent), chi)
         info.append({"label": lab, "name": nod.name or f"nodule_{j + 1}", "kind": "nodule",
                      "lic": float(nod.lic), "pdff_percent": float(nod.pdff_percent),
@@ -498,7 +498,7 @@ def write_liver_simulation(
         "snr": None if snr is None or not np.isfinite(snr) else float(snr),
         "noise_sd": sim.noise_sd,
         "seed": int(seed),
-        "chi_per_lic_ppm": CHI_PER_LIC_PPM,
+        "chi_per_lic_ppm": CHI_PER_LIC_INVIVO_PPM,
         "chi_fat_ppm": CHI_FAT_PPM,
         "regions": [dict(r, r2star_per_s=r2_of[r["label"]]) for r in ph.regions],
         "tissues": TISSUES,

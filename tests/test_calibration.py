@@ -1,0 +1,98 @@
+"""Published liver-iron calibrations: anchor points from the papers, ranges and thresholds.
+
+The expected numbers are written out from the cited equations, not read from the module.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from qsmkit.body import calibration as C
+from qsmkit.body import liver as L
+from qsmkit.errors import InputError
+
+
+def test_wood_2005_anchor_at_1p5_tesla():
+    # Wood JC et al. Blood 2005;106:1460: LIC = 0.0254 R2* + 0.202 (mg/g dw, R2* in 1/s)
+    wood = C.R2STAR_CALIBRATIONS["wood2005"]
+    assert wood.b0_tesla == 1.5
+    assert np.isclose(wood.lic(500.0), 12.902)
+    assert np.isclose(C.lic_from_r2star(500.0, 1.5, "wood2005"), 12.902)
+    # its biopsy range 1.33-32.9 mg/g maps to R2* of about 44-1287 1/s
+    lo, hi = wood.r2star_range
+    assert np.isclose(lo, (1.33 - 0.202) / 0.0254) and np.isclose(hi, (32.9 - 0.202) / 0.0254)
+
+
+def test_hankins_and_hernando_anchors():
+    # Hankins JS et al. Blood 2009;113:4853: LIC = 0.028 R2* - 0.45
+    assert np.isclose(C.lic_from_r2star(500.0, 1.5, "hankins2009"), 13.55)
+    # Hernando D et al. Radiology 2023;306:e213256: 1.5 T 0.02603 R2* - 0.16; 3 T 0.01349 R2* - 0.03
+    assert np.isclose(C.lic_from_r2star(500.0, 1.5), 12.855)
+    assert np.isclose(C.lic_from_r2star(500.0, 3.0), 6.715)
+
+
+def test_3_tesla_r2star_is_about_twice_1p5_tesla():
+    # the same LIC needs about twice the R2* at 3 T (Storey 2007; Hernando 2023)
+    cal15, cal3 = C.select_calibration(1.5), C.select_calibration(3.0)
+    for lic in (3.0, 7.0, 15.0, 30.0):
+        ratio = cal3.r2star(lic) / cal15.r2star(lic)
+        assert 1.8 < ratio < 2.1, (lic, ratio)
+    # a 1.5 T calibration refuses 3 T data
+    with pytest.raises(InputError, match="field"):
+        C.select_calibration(3.0, "wood2005")
+
+
+def test_r2star_outside_the_calibrated_range_is_flagged_not_extrapolated():
+    # 2000 1/s at 1.5 T is beyond Wood's 32.9 mg/g (R2* ~1287 1/s)
+    lic, flag = C.lic_from_r2star_checked([30.0, 500.0, 2000.0, np.nan], 1.5, "wood2005")
+    assert flag.tolist() == [-1, 0, 1, 1]
+    assert np.isclose(lic[1], 12.902)
+    assert np.isnan(lic[2]) and np.isnan(lic[3])
+    assert np.isclose(lic[0], 0.0254 * 30 + 0.202)  # below range: kept, flagged
+    # default 1.5 T calibration: 0.3-43 mg/g -> R2* up to (43 + 0.16) / 0.02603 = 1658 1/s
+    assert C.select_calibration(1.5).in_range(1500.0)
+    assert not C.select_calibration(1.5).in_range(1700.0)
+
+
+def test_chi_of_one_ppm_maps_to_the_in_vivo_lic():
+    # Buelo CJ et al. MRM 2025;93:330: 0.112 ppm per mg Fe/g dw (centres 0.102-0.123)
+    assert np.isclose(C.lic_from_chi(1.0), 1.0 / 0.112)
+    assert 8.1 < C.lic_from_chi(1.0) < 9.9  # within the range of the four centres
+    assert np.isclose(C.lic_from_chi(1.0, slope_ppm=C.chi_lic_slope("physical")), 3.33 / 1.6)
+    # fat part removed first: 0.6 ppm x PDFF (Hernando 2013)
+    assert np.isclose(C.lic_from_chi(1.0 + 0.6 * 0.2, 20.0), 1.0 / 0.112)
+    # default everywhere: module constant, analysis default, and the name table
+    assert C.CHI_PER_LIC_PPM == C.CHI_LIC_SLOPES[C.DEFAULT_CHI_LIC] == 0.112
+    assert L.lic_from_chi is C.lic_from_chi and L.CHI_PER_LIC_PPM == 0.112
+    assert inspect.signature(L.analyse_liver).parameters["chi_slope"].default == "buelo2025"
+    with pytest.raises(InputError, match="unknown"):
+        C.chi_lic_slope("nonsense")
+    with pytest.raises(InputError, match="positive"):
+        C.chi_lic_slope(-0.1)
+
+
+def test_physical_slope_is_about_four_times_the_in_vivo_one():
+    ratio = C.chi_lic_slope("physical") / C.chi_lic_slope("buelo2025")
+    assert 3.8 < ratio < 4.7
+    assert np.isclose(C.chi_lic_slope("physical"), 1.6 / 3.33)
+
+
+def test_clinical_thresholds():
+    # Olivieri & Brittenham 1997: 3, 7, 15 mg/g dw
+    t = C.LIC_THRESHOLDS_MG_PER_G
+    assert (t["mild"], t["moderate"], t["severe"]) == (3.0, 7.0, 15.0)
+    cats = C.lic_category([1.0, 2.5, 2.99, 3.0, 6.9, 7.0, 14.9, 15.0, 40.0, np.nan])
+    assert cats.tolist() == ["normal", "borderline", "borderline", "mild", "mild", "moderate",
+                             "moderate", "severe", "severe", "unknown"]
+    # chi = 1.0 ppm is "moderate" in vivo but would be "borderline" with the physical slope
+    assert C.lic_category(C.lic_from_chi(1.0)).item() == "moderate"
+    assert C.lic_category(C.lic_from_chi(1.0, slope_ppm=0.48)).item() == "borderline"
+
+
+def test_every_calibration_is_documented():
+    for cal in C.R2STAR_CALIBRATIONS.values():
+        assert cal.source and cal.b0_tesla in (1.5, 3.0)
+        assert 0 < cal.lic_range[0] < cal.lic_range[1]
+    for cal in C.CHI_LIC_CALIBRATIONS.values():
+        assert cal.source and cal.slope_ppm > 0
