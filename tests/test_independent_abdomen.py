@@ -8,7 +8,6 @@ import pytest
 import scipy.optimize
 
 from independent_abdomen import (
-    GAMMA_BAR_MHZ_PER_T,
     PATCH_LIC_MG_PER_G,
     PATCH_PDFF_PERCENT,
     dipole_field_ppm,
@@ -52,6 +51,9 @@ def test_sphere_field_matches_analytic_dipole():
     assert pole == pytest.approx(2 * dchi / 3 / 8, rel=0.05)
     inside = r < 0.6 * radius
     assert np.max(np.abs(field[inside])) < 0.05 * peak
+
+
+GAMMA_BAR_MHZ_PER_T = 42.577  # proton gamma / 2 pi (CODATA), written here on purpose
 
 
 def _fit_voxel(signal, te, b0, shifts_ppm, amps):
