@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s: %(message)s",
     )
+    if not args.verbose:
+        # Libraries with handlers of their own (nibabel's header warnings, dask's scheduler
+        # chatter) would print beside qsmkit's one-line messages, some of them twice.
+        for name in ("nibabel", "distributed", "dask"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
