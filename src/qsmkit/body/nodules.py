@@ -1,0 +1,493 @@
+"""Focal nodules in a (cirrhotic) liver from χ and R2* maps: detection and iron classification.
+
+A nodule is a compact region whose susceptibility χ and R2* differ from the *surrounding*
+liver. Each map is compared with a local background (a robust, liver-only weighted mean over a
+few centimetres) in units of the background's robust spread; a hysteresis threshold of the
+larger of the two z-scores gives candidates; candidates that are too small to measure, that
+lie on the liver edge or on the volume boundary, or that are tubular (vessels) are rejected;
+the rest are classed by the sign of *both* contrasts:
+
+- ``siderotic``: χ and R2* both above the background (iron-rich regenerative or dysplastic
+  nodule; Zhang & Krinsky 2004);
+- ``iron-sparing``: χ and R2* both below the background (a nodule that escapes the iron
+  deposition of a siderotic liver; iron-free foci in siderotic nodules are a marker of
+  incipient neoplasia, Terada & Nakanuma 1989; see also Ito et al. 1999);
+- ``indeterminate``: the two contrasts disagree or one is weak (fat, haemorrhage, calcium,
+  vessel partial volume, noise).
+
+The detector takes maps (χ in ppm, R2* in 1/s, PDFF in %, a liver mask, the voxel size in mm)
+and knows nothing of how they were made. It makes no diagnosis: see :data:`STATEMENT`.
+
+References
+----------
+.. [1] Terada T, Nakanuma Y. Iron-negative foci in siderotic macroregenerative nodules in human
+   cirrhotic liver: a marker of incipient neoplastic lesions. Arch Pathol Lab Med
+   1989;113:916-920.
+.. [2] Ito K, Mitchell DG, Gabata T, et al. Hepatocellular carcinoma: association with increased
+   iron deposition in the cirrhotic liver at MR imaging. Radiology 1999;212:235-240.
+.. [3] Zhang J, Krinsky GA. Iron-containing nodules of cirrhosis. NMR Biomed 2004;17:459-464.
+.. [4] American College of Radiology. CT/MRI Liver Imaging Reporting and Data System (LI-RADS)
+   v2018 core. (Observations < 10 mm cannot be categorised above LR-4 without growth.)
+.. [5] Knutsson H, Westin CF. Normalized and differential convolution. Proc IEEE CVPR 1993;
+   515-523.
+.. [6] Beaton AE, Tukey JW. The fitting of power series, meaning polynomials, illustrated on
+   band-spectroscopic data. Technometrics 1974;16:147-185.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from qsmkit.errors import InputError
+
+CLASSES = ("siderotic", "iron-sparing", "indeterminate")
+
+#: What a finding does and does not mean; written into nodules.json and printed by the CLI.
+STATEMENT = (
+    "Nodule findings are image features, not a diagnosis. A 'siderotic' finding is a compact "
+    "region whose susceptibility and R2* are both above the surrounding liver (iron-rich "
+    "regenerative or dysplastic nodule); an 'iron-sparing' finding has both below the "
+    "surrounding liver: in a siderotic (iron-loaded) liver a nodule that escapes iron "
+    "deposition is a warning sign for hepatocellular carcinoma and warrants multiphasic "
+    "contrast-enhanced CT or MRI and reporting per LI-RADS; it does not by itself establish "
+    "malignancy, and in a liver without iron overload the contrast is small and the class is "
+    "unreliable. 'indeterminate' means the two contrasts disagree (fat, haemorrhage, "
+    "calcification, vessel partial volume or noise). Absence of findings does not exclude a "
+    "lesion: nodules under about 1 cm, nodules at the liver surface or the edge of the slab, "
+    "and lesions without an iron contrast (most HCC in a liver without iron overload) are not "
+    "detected by this method."
+)
+
+TABLE_COLUMNS = (
+    "id", "class", "volume_ml", "diameter_mm", "centroid_voxel", "chi_ppm", "r2star_per_s",
+    "pdff_percent", "background_chi_ppm", "background_r2star_per_s", "delta_chi_ppm",
+    "r2star_ratio", "z_chi", "z_r2star", "thumbnail",
+)
+
+
+@dataclass
+class NoduleParameters:
+    """Detection parameters (lengths in mm, thresholds in robust SD units of the background).
+
+    ``background_radius_mm``: scale of the local background (Gaussian σ is half of it); it
+    must exceed the largest nodule radius so that the background is the surrounding liver.
+    ``smooth_mm``: σ of the small smoothing of the residual before the z-score (noise).
+    ``z_high``/``z_low``: hysteresis thresholds of max(z_χ, z_R2*) (and of the same for
+    −z: bright and dark candidates are found apart).
+    ``z_class``: both mean contrasts must reach this with one sign for a class.
+    ``min_diameter_mm``: smallest equivalent-sphere diameter reported: at 2×2×4 mm a 1 cm
+    nodule is ~30 voxels over 2-3 slices; below that partial volume and the texture of a
+    cirrhotic liver (regenerative nodules of 3-10 mm) dominate, and LI-RADS does not
+    categorise observations under 10 mm above LR-4 [4]. The default, 8 mm, allows for the
+    shrinkage of a 10 mm nodule by partial volume at the threshold.
+    ``max_elongation``/``max_fill``: tubularity limits (ratio of the principal axes, and
+    volume over the volume of the largest inscribed ball) above which a component is a vessel.
+    ``opening_mm``: radius of the morphological opening of the candidates (cuts necks).
+    ``min_radius_near_vessel_mm``: a piece cut by the opening from a tubular candidate is kept
+    only if its inscribed radius reaches this (thicker than the vessel it touched).
+    ``min_inscribed_radius_mm``: the component must contain a ball of this radius (a nodule of
+    at least 1 cm, not a sheet or a cluster of texture voxels); with 4 mm slices the ball
+    needs three slices, so through-plane the smallest reliably found nodule is ~12 mm.
+    ``min_r2star_ratio``: effect size: the nodule's median R2* must differ from the
+    background by this factor (up or down); siderotic nodules are conspicuous on GRE images
+    [3] and smaller ratios are within the texture of a cirrhotic liver.
+    ``edge_mm``: a component with more than ``max_edge_fraction`` of its voxels within this
+    distance of the liver boundary is rejected (partial volume with neighbouring organs).
+    """
+
+    background_radius_mm: float = 30.0
+    smooth_mm: float = 2.0
+    z_high: float = 5.0
+    z_low: float = 2.5
+    z_class: float = 2.0
+    min_diameter_mm: float = 8.0
+    max_elongation: float = 2.5
+    max_fill: float = 4.0
+    edge_mm: float = 4.0
+    opening_mm: float = 3.0
+    min_radius_near_vessel_mm: float = 6.0
+    min_inscribed_radius_mm: float = 5.0
+    min_r2star_ratio: float = 1.5
+    max_edge_fraction: float = 0.5
+    tukey_c: float = 4.685
+    iterations: int = 4
+
+
+@dataclass
+class Nodule:
+    """One finding; numbers are means over the component (R2* a median), z in robust SD."""
+
+    id: int
+    nodule_class: str
+    volume_ml: float
+    diameter_mm: float
+    centroid_voxel: tuple
+    chi_ppm: float
+    r2star_per_s: float
+    pdff_percent: float
+    background_chi_ppm: float
+    background_r2star_per_s: float
+    delta_chi_ppm: float
+    r2star_ratio: float
+    z_chi: float
+    z_r2star: float
+    thumbnail: str = ""
+
+    def row(self) -> dict:
+        d = asdict(self)
+        d["class"] = d.pop("nodule_class")
+        d["centroid_voxel"] = list(d["centroid_voxel"])
+        return d
+
+
+@dataclass
+class NoduleResult:
+    """Findings, the label map of accepted nodules and the rejected candidates (with reasons)."""
+
+    nodules: list
+    labels: np.ndarray
+    z_chi: np.ndarray
+    z_r2star: np.ndarray
+    rejected: list = field(default_factory=list)
+    parameters: NoduleParameters = field(default_factory=NoduleParameters)
+
+
+def _sigma_vox(sigma_mm: float, voxel_size) -> np.ndarray:
+    return np.asarray(sigma_mm, float) / np.asarray(voxel_size, float)
+
+
+def masked_smooth(values, weight, sigma_mm: float, voxel_size) -> np.ndarray:
+    """Normalised convolution [5]: Gaussian-weighted mean of ``values`` with ``weight`` (≥ 0).
+
+    Returns (X, Y, Z) float32; where the weights around a voxel vanish the result is NaN.
+    """
+    sigma = _sigma_vox(sigma_mm, voxel_size)
+    w = np.asarray(weight, np.float32)
+    num = ndimage.gaussian_filter(np.asarray(values, np.float32) * w, sigma, mode="constant")
+    den = ndimage.gaussian_filter(w, sigma, mode="constant")
+    out = np.full(w.shape, np.nan, np.float32)
+    ok = den > 1e-4
+    out[ok] = num[ok] / den[ok]
+    return out
+
+
+def robust_background(values, liver, voxel_size, *, radius_mm: float = 30.0,
+                      iterations: int = 4, tukey_c: float = 4.685):
+    """Local background of ``values`` over the liver, robust to the nodules it contains.
+
+    An iteratively reweighted normalised convolution (Gaussian σ = radius/2) with Tukey
+    biweights [6] of the residual in units of its robust spread (1.4826 × MAD): a local
+    M-estimate of location that, like a median filter, ignores compact outliers, computed over
+    liver voxels only.
+
+    Returns
+    -------
+    background : (X, Y, Z) float32, same unit as ``values`` (NaN outside the liver's reach)
+    """
+    liver = np.asarray(liver, bool)
+    values = np.asarray(values, np.float32)
+    w = liver.astype(np.float32)
+    bg = masked_smooth(values, w, radius_mm / 2, voxel_size)
+    for _ in range(iterations):
+        r = values - bg
+        spread = 1.4826 * float(np.nanmedian(np.abs(r[liver]))) + 1e-12
+        u = r / (tukey_c * spread)
+        w = np.where(liver & (np.abs(u) < 1), (1 - u**2) ** 2, 0).astype(np.float32)
+        bg_new = masked_smooth(values, w, radius_mm / 2, voxel_size)
+        bg = np.where(np.isnan(bg_new), bg, bg_new)
+    return bg
+
+
+def contrast_z(values, liver, voxel_size, params: NoduleParameters):
+    """z-score of ``values`` against the local background in robust SD units of the background.
+
+    Returns (z, background), both (X, Y, Z) float32; z is 0 outside the liver.
+    """
+    liver = np.asarray(liver, bool)
+    bg = robust_background(values, liver, voxel_size, radius_mm=params.background_radius_mm,
+                           iterations=params.iterations, tukey_c=params.tukey_c)
+    residual = np.where(liver, np.asarray(values, np.float32) - bg, 0).astype(np.float32)
+    residual = masked_smooth(residual, liver, params.smooth_mm, voxel_size)
+    res_in = residual[liver]
+    spread = 1.4826 * float(np.nanmedian(np.abs(res_in - np.nanmedian(res_in))))
+    if not np.isfinite(spread) or spread <= 0:
+        spread = float(np.nanstd(res_in)) or 1.0
+    z = np.where(liver, np.nan_to_num(residual / spread), 0).astype(np.float32)
+    return z, bg
+
+
+def hysteresis(score, low: float, high: float, mask) -> np.ndarray:
+    """Components of ``score >= low`` inside ``mask`` that reach ``high`` somewhere."""
+    lab, n = ndimage.label((score >= low) & mask)
+    if n == 0:
+        return np.zeros(score.shape, bool)
+    keep = np.zeros(n + 1, bool)
+    keep[np.unique(lab[(score >= high) & mask])] = True
+    keep[0] = False
+    return keep[lab]
+
+
+def opening_ball(radius_mm: float, voxel_size) -> np.ndarray:
+    """Boolean structuring element: voxel offsets within ``radius_mm`` (anisotropic voxels)."""
+    vs = np.asarray(voxel_size, float)
+    half = np.floor(radius_mm / vs).astype(int)
+    grids = np.meshgrid(*[np.arange(-h, h + 1) * v for h, v in zip(half, vs, strict=True)],
+                        indexing="ij")
+    return sum(g**2 for g in grids) <= radius_mm**2 + 1e-9
+
+
+def inscribed_radius_mm(component, voxel_size) -> float:
+    """Largest distance (mm) from a voxel of ``component`` to the nearest voxel outside it."""
+    sl = ndimage.find_objects(np.asarray(component, np.uint8))[0]
+    padded = np.pad(component[sl], 1)
+    return float(ndimage.distance_transform_edt(padded, sampling=voxel_size).max())
+
+
+def shape_measures(component, voxel_size) -> tuple[float, float]:
+    """(elongation, fill) of a boolean component: √(λ1/λ2) of the coordinate covariance (mm)
+    and volume / volume of the largest inscribed ball (1-2 for a ball, large for a tube)."""
+    vs = np.asarray(voxel_size, float)
+    coords = np.argwhere(component) * vs
+    if len(coords) < 4:
+        return 1.0, 1.0
+    ev = np.sort(np.linalg.eigvalsh(np.cov(coords.T)))[::-1]
+    # a voxel's own extent (vs²/12) keeps the covariance of a one-slice component non-singular
+    ev = ev + float(np.min(vs)) ** 2 / 12
+    elongation = float(np.sqrt(ev[0] / ev[1]))
+    r_in = inscribed_radius_mm(component, vs)
+    volume = float(component.sum() * np.prod(vs))
+    fill = volume / (4 / 3 * np.pi * r_in**3)
+    return elongation, fill
+
+
+def _check(chi_ppm, r2star_per_s, liver, voxel_size):
+    liver = np.asarray(liver)
+    if liver.ndim != 3:
+        raise InputError(f"the liver mask must be 3D, got shape {liver.shape}")
+    for name, arr in (("chi_ppm", chi_ppm), ("r2star_per_s", r2star_per_s)):
+        if np.shape(arr) != liver.shape:
+            raise InputError(f"{name} has shape {np.shape(arr)}, the liver mask {liver.shape}: "
+                             f"pass maps on the same grid")
+    if len(voxel_size) != 3 or min(voxel_size) <= 0:
+        raise InputError(f"voxel_size must be three positive lengths in mm, got {voxel_size}")
+    if int(np.count_nonzero(liver)) < 1000:
+        raise InputError("the liver mask holds fewer than 1000 voxels: nodule detection needs "
+                         "the whole liver (or a large part of it) as background")
+
+
+def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, pdff_percent=None,
+                 params: NoduleParameters | None = None) -> NoduleResult:
+    """Detect and class focal nodules of a liver from its χ and R2* maps.
+
+    Parameters
+    ----------
+    chi_ppm : (X, Y, Z) ndarray, ppm
+    r2star_per_s : (X, Y, Z) ndarray, 1/s (fat-corrected R2*)
+    liver : (X, Y, Z) bool ndarray; the liver *including* its nodules (fill the holes of an
+        automatic segmentation that excluded them)
+    voxel_size : three lengths in mm
+    pdff_percent : (X, Y, Z) ndarray, %, optional (reported only)
+    params : NoduleParameters
+
+    Returns
+    -------
+    NoduleResult
+        ``nodules`` sorted by volume (largest first), ``labels`` (int16 map, 0 = none,
+        i = nodule id), z maps, and ``rejected`` candidates with the reason.
+
+    Notes
+    -----
+    R2* is compared on a log scale: its texture and noise in an iron-loaded liver grow with
+    R2* itself, so a ratio is the homogeneous contrast. χ is compared linearly.
+    """
+    params = params or NoduleParameters()
+    _check(chi_ppm, r2star_per_s, liver, voxel_size)
+    vs = np.asarray(voxel_size, float)
+    liver = np.asarray(liver, bool)
+    chi = np.nan_to_num(np.asarray(chi_ppm, np.float32))
+    r2 = np.nan_to_num(np.asarray(r2star_per_s, np.float32))
+    log_r2 = np.log(np.maximum(r2, 1.0)).astype(np.float32)
+    z_chi, bg_chi = contrast_z(chi, liver, vs, params)
+    z_r2, bg_logr2 = contrast_z(log_r2, liver, vs, params)
+    # each sign apart (a bright and a dark region side by side stay apart), then an opening
+    # that cuts necks (septa, partial volume) joining a nodule to a vessel
+    ball = opening_ball(params.opening_mm, vs)
+    lab = np.zeros(liver.shape, np.int32)
+    tubular_parent = np.zeros(liver.shape, bool)
+    for sign in (1.0, -1.0):
+        score = np.maximum(sign * z_chi, sign * z_r2)
+        cand = hysteresis(score, params.z_low, params.z_high, liver)
+        opened = ndimage.binary_opening(cand, structure=ball) if params.opening_mm > 0 else cand
+        lab_s, _ = ndimage.label(opened)
+        lab = np.where(lab_s > 0, lab_s + lab.max(), lab)
+        parents, n_p = ndimage.label(cand)
+        for j, sl in enumerate(ndimage.find_objects(parents), start=1):
+            parent = np.zeros(liver.shape, bool)
+            parent[sl] = parents[sl] == j
+            elongation, fill = shape_measures(parent, vs)
+            if elongation > params.max_elongation or fill > params.max_fill:
+                tubular_parent |= parent
+    depth = ndimage.distance_transform_edt(np.pad(liver, 1), sampling=vs)[1:-1, 1:-1, 1:-1]
+    voxel_ml = float(np.prod(vs)) / 1000.0
+
+    def r2_ratio_of(comp):
+        return float(np.median(r2[comp]) / np.exp(np.nanmedian(bg_logr2[comp])))
+
+    nodules, rejected = [], []
+    out = np.zeros(liver.shape, np.int16)
+    queue = []
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        comp = np.zeros(liver.shape, bool)
+        comp[sl] = lab[sl] == i
+        queue.append((comp, True))
+    core_ball = opening_ball(params.min_radius_near_vessel_mm, vs)
+    while queue:
+        comp, may_split = queue.pop(0)
+        sl = ndimage.find_objects(comp.astype(np.uint8))[0]
+        nvox = int(comp.sum())
+        volume_ml = nvox * voxel_ml
+        diameter_mm = float((6 * volume_ml * 1000 / np.pi) ** (1 / 3))
+        reason = None
+        touches_volume = any(s.start == 0 or s.stop == dim
+                             for s, dim in zip(sl, liver.shape, strict=True))
+        if diameter_mm < params.min_diameter_mm:
+            reason = f"smaller than {params.min_diameter_mm:g} mm ({diameter_mm:.1f} mm)"
+        elif touches_volume:
+            reason = "touches the edge of the field of view"
+        elif float(np.mean(depth[comp] <= params.edge_mm)) > params.max_edge_fraction:
+            reason = "on the liver boundary"
+        else:
+            elongation, fill = shape_measures(comp, vs)
+            r_in = inscribed_radius_mm(comp, vs)
+            if (elongation > params.max_elongation or fill > params.max_fill) and may_split:
+                # a nodule joined to a vessel: keep what holds a ball of the nodule size
+                cores, n_cores = ndimage.label(ndimage.binary_opening(comp, core_ball))
+                for j in range(1, n_cores + 1):
+                    queue.append((cores == j, False))
+                tubular_parent |= comp
+                reason = (f"tubular (vessel): elongation {elongation:.1f}, fill {fill:.1f}; "
+                          f"{n_cores} thick part(s) examined apart")
+            elif elongation > params.max_elongation or fill > params.max_fill:
+                reason = f"tubular (vessel): elongation {elongation:.1f}, fill {fill:.1f}"
+            elif (may_split and np.any(comp & tubular_parent)
+                  and r_in < params.min_radius_near_vessel_mm):
+                reason = (f"cut from a tubular candidate (vessel) and thinner than "
+                          f"{params.min_radius_near_vessel_mm:g} mm ({r_in:.1f} mm)")
+            elif r_in < params.min_inscribed_radius_mm:
+                reason = (f"thinner than a {2 * params.min_inscribed_radius_mm:g} mm ball "
+                          f"(inscribed radius {r_in:.1f} mm)")
+            elif 1 / params.min_r2star_ratio < r2_ratio_of(comp) < params.min_r2star_ratio:
+                reason = (f"R2* contrast below {params.min_r2star_ratio:g}x "
+                          f"({r2_ratio_of(comp):.2f})")
+        if reason is not None:
+            rejected.append({"voxels": nvox, "diameter_mm": round(diameter_mm, 1),
+                             "reason": reason})
+            continue
+        zc = float(np.mean(z_chi[comp]))
+        zr = float(np.mean(z_r2[comp]))
+        # size and values at half the peak contrast (the detection threshold, applied to a
+        # smoothed z-map, draws a halo around a strong nodule)
+        dominant = z_chi if abs(zc) >= abs(zr) else z_r2
+        signed = dominant * np.sign(zc if abs(zc) >= abs(zr) else zr)
+        comp = comp & (signed >= 0.5 * np.percentile(signed[comp], 95))
+        volume_ml = int(comp.sum()) * voxel_ml
+        diameter_mm = float((6 * volume_ml * 1000 / np.pi) ** (1 / 3))
+        if zc >= params.z_class and zr >= params.z_class:
+            cls = "siderotic"
+        elif zc <= -params.z_class and zr <= -params.z_class:
+            cls = "iron-sparing"
+        else:
+            cls = "indeterminate"
+        bgc = float(np.nanmedian(bg_chi[comp]))
+        bgr = float(np.exp(np.nanmedian(bg_logr2[comp])))
+        chi_mean = float(np.mean(chi[comp]))
+        r2_med = float(np.median(r2[comp]))
+        pdff = (float(np.mean(np.asarray(pdff_percent)[comp])) if pdff_percent is not None
+                else float("nan"))
+        centroid = tuple(int(round(c)) for c in ndimage.center_of_mass(comp))
+        nodules.append(Nodule(
+            id=0, nodule_class=cls, volume_ml=round(volume_ml, 3),
+            diameter_mm=round(diameter_mm, 1), centroid_voxel=centroid,
+            chi_ppm=round(chi_mean, 4), r2star_per_s=round(r2_med, 1),
+            pdff_percent=round(pdff, 2), background_chi_ppm=round(bgc, 4),
+            background_r2star_per_s=round(bgr, 1), delta_chi_ppm=round(chi_mean - bgc, 4),
+            r2star_ratio=round(r2_med / bgr, 3) if bgr > 0 else float("nan"),
+            z_chi=round(zc, 2), z_r2star=round(zr, 2)))
+        out[comp] = -len(nodules)  # provisional, renumbered below
+    order = sorted(range(len(nodules)), key=lambda k: -nodules[k].volume_ml)
+    labels = np.zeros(liver.shape, np.int16)
+    final = []
+    for new_id, k in enumerate(order, start=1):
+        nodules[k].id = new_id
+        labels[out == -(k + 1)] = new_id
+        final.append(nodules[k])
+    return NoduleResult(final, labels, z_chi, z_r2, rejected, params)
+
+
+def write_thumbnails(outdir: Path, result: NoduleResult, chi_ppm, r2star_per_s, liver,
+                     voxel_size, *, half_width_mm: float = 30.0) -> list[str]:
+    """One PNG per nodule (R2* and χ of the slice through its centroid, outlined)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vs = np.asarray(voxel_size, float)
+    liver = np.asarray(liver, bool)
+    names = []
+    r2_hi = float(np.percentile(np.asarray(r2star_per_s)[liver], 99.5))
+    chi_lo, chi_hi = np.percentile(np.asarray(chi_ppm)[liver], [0.5, 99.5])
+    for nod in result.nodules:
+        cx, cy, cz = nod.centroid_voxel
+        hx, hy = (int(np.ceil(half_width_mm / vs[0])), int(np.ceil(half_width_mm / vs[1])))
+        sx = slice(max(cx - hx, 0), cx + hx + 1)
+        sy = slice(max(cy - hy, 0), cy + hy + 1)
+        fig, axes = plt.subplots(1, 2, figsize=(6, 3.2), dpi=100, constrained_layout=True)
+        for ax, (title, vol, cmap, lo, hi) in zip(axes, (
+                ("R2* (1/s)", r2star_per_s, "viridis", 0, r2_hi),
+                ("chi (ppm)", chi_ppm, "RdBu_r", chi_lo, chi_hi)), strict=True):
+            plane = np.where(liver[sx, sy, cz], np.asarray(vol)[sx, sy, cz], np.nan).T
+            im = ax.imshow(plane, cmap=cmap, vmin=lo, vmax=hi, origin="lower",
+                           interpolation="nearest", aspect=vs[1] / vs[0])
+            ax.contour((result.labels[sx, sy, cz] == nod.id).T.astype(float), levels=[0.5],
+                       colors="k", linewidths=1)
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fig.colorbar(im, ax=ax, shrink=0.8)
+        fig.suptitle(f"nodule {nod.id}: {nod.nodule_class}, {nod.diameter_mm:.0f} mm, "
+                     f"slice {cz}", fontsize=9)
+        name = f"nodule_{nod.id:02d}.png"
+        fig.savefig(Path(outdir) / name)
+        plt.close(fig)
+        nod.thumbnail = name
+        names.append(name)
+    return names
+
+
+def write_nodule_table(path: Path, result: NoduleResult) -> None:
+    """Tab-separated table, one row per nodule (:data:`TABLE_COLUMNS`)."""
+    lines = ["\t".join(TABLE_COLUMNS)]
+    for nod in result.nodules:
+        row = nod.row()
+        row["centroid_voxel"] = ",".join(str(c) for c in row["centroid_voxel"])
+        lines.append("\t".join(str(row[c]) for c in TABLE_COLUMNS))
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def write_nodule_json(path: Path, result: NoduleResult) -> None:
+    """Findings, rejected candidates, parameters and :data:`STATEMENT` as JSON."""
+    doc = {
+        "statement": STATEMENT,
+        "nodules": [n.row() for n in result.nodules],
+        "rejected_candidates": result.rejected,
+        "parameters": asdict(result.parameters),
+        "classes": list(CLASSES),
+    }
+    Path(path).write_text(json.dumps(doc, indent=2))
