@@ -177,6 +177,18 @@ def masked_smooth(values, weight, sigma_mm: float, voxel_size) -> np.ndarray:
     return out
 
 
+def _robust_sd(values) -> float:
+    """1.4826 × MAD; the SD where the MAD vanishes (piecewise-constant maps); 1 if both do."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 1.0
+    spread = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    if spread <= 1e-9:
+        spread = float(np.std(values))
+    return spread if spread > 1e-9 else 1.0
+
+
 def robust_background(values, liver, voxel_size, *, radius_mm: float = 30.0,
                       iterations: int = 4, tukey_c: float = 4.685):
     """Local background of ``values`` over the liver, robust to the nodules it contains.
@@ -196,7 +208,7 @@ def robust_background(values, liver, voxel_size, *, radius_mm: float = 30.0,
     bg = masked_smooth(values, w, radius_mm / 2, voxel_size)
     for _ in range(iterations):
         r = values - bg
-        spread = 1.4826 * float(np.nanmedian(np.abs(r[liver]))) + 1e-12
+        spread = _robust_sd(r[liver])
         u = r / (tukey_c * spread)
         w = np.where(liver & (np.abs(u) < 1), (1 - u**2) ** 2, 0).astype(np.float32)
         bg_new = masked_smooth(values, w, radius_mm / 2, voxel_size)
@@ -214,10 +226,7 @@ def contrast_z(values, liver, voxel_size, params: NoduleParameters):
                            iterations=params.iterations, tukey_c=params.tukey_c)
     residual = np.where(liver, np.asarray(values, np.float32) - bg, 0).astype(np.float32)
     residual = masked_smooth(residual, liver, params.smooth_mm, voxel_size)
-    res_in = residual[liver]
-    spread = 1.4826 * float(np.nanmedian(np.abs(res_in - np.nanmedian(res_in))))
-    if not np.isfinite(spread) or spread <= 0:
-        spread = float(np.nanstd(res_in)) or 1.0
+    spread = _robust_sd(residual[liver])
     z = np.where(liver, np.nan_to_num(residual / spread), 0).astype(np.float32)
     return z, bg
 

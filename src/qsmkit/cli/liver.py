@@ -71,6 +71,11 @@ def add_arguments(parser) -> None:
                         "one value per region, as in susceptometry)")
     parser.add_argument("--compare", metavar="A,B",
                         help="compare two labels, e.g. a siderotic and a non-siderotic nodule")
+    parser.add_argument("--nodules", action="store_true",
+                        help="find focal nodules whose chi and R2* differ from the surrounding "
+                        "liver, classed siderotic / iron-sparing / indeterminate: nodules.tsv, "
+                        "nodules.json, nodule_NN.png; use with --voxelwise when --labels are "
+                        "given, since chi is otherwise one value per region (see docs/liver.md)")
     add_force(parser)
 
 
@@ -127,6 +132,43 @@ def _figures(stage: Path, analysis, affine, rows) -> list[str]:
     fig.savefig(stage / "liver_lic.png")
     plt.close(fig)
     return ["liver_maps.png", "liver_lic.png"]
+
+
+def _nodules(stage: Path, analysis, labels, voxel_size) -> list[str]:
+    """Nodule detection inside the liver (the --labels regions, or the automatic liver with
+    its holes filled, since the automatic liver leaves out tissue unlike its seed)."""
+    import numpy as np
+    from scipy import ndimage
+
+    from qsmkit.body.nodules import (
+        STATEMENT,
+        find_nodules,
+        write_nodule_json,
+        write_nodule_table,
+        write_thumbnails,
+    )
+
+    if labels is not None:
+        liver = labels > 0
+    else:
+        liver = np.zeros(analysis.body_mask.shape, bool)
+        for region in analysis.regions.values():
+            liver |= region
+        for z in range(liver.shape[2]):
+            liver[:, :, z] = ndimage.binary_fill_holes(liver[:, :, z])
+    result = find_nodules(analysis.chi_ppm, analysis.r2star_per_s, liver, voxel_size,
+                          pdff_percent=analysis.pdff_percent)
+    names = write_thumbnails(stage, result, analysis.chi_ppm, analysis.r2star_per_s, liver,
+                             voxel_size)
+    write_nodule_table(stage / "nodules.tsv", result)
+    write_nodule_json(stage / "nodules.json", result)
+    for nod in result.nodules:
+        print(f"nodule {nod.id}: {nod.nodule_class}, {nod.diameter_mm:.0f} mm "
+              f"({nod.volume_ml:.2f} mL), chi {nod.chi_ppm:+.2f} ppm (background "
+              f"{nod.background_chi_ppm:+.2f}), R2* {nod.r2star_per_s:.0f} 1/s (x"
+              f"{nod.r2star_ratio:.2f}), z {nod.z_chi:+.1f} / {nod.z_r2star:+.1f}")
+    print(f"{len(result.nodules)} nodule(s) found. {STATEMENT}")
+    return names
 
 
 def run(args) -> int:
@@ -218,6 +260,8 @@ def run(args) -> int:
                 save_nifti(stage / name, data, affine, description=desc, unit=unit)
             write_table(stage / "liver.tsv", rows)
             figures = _figures(stage, analysis, affine, rows)
+            if args.nodules:
+                figures += _nodules(stage, analysis, labels, acq.voxel_size)
         write_provenance(
             stage,
             command="liver",
