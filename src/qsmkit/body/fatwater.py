@@ -24,7 +24,8 @@ Estimation, in three steps:
    the minimum of residual plus a quadratic smoothness prior around the interpolated coarser
    map (loosened where that map is steep). Gauss–Newton (step 3) then stays within 0.4 fat
    shifts of this field, voxels whose field is undetermined (Cramér–Rao SD above a quarter of
-   the fat shift: iron) take the smoothed field with W, F and R2* fitted at it, and the final
+   the fat shift: iron) take the smoothed field, with R2* and real W, F sharing the initial
+   phase of their neighbourhood (Bydder 2011) fitted at it, and the final
    field is unwrapped in space through the aliasing period.
    ``field_method="region_growing"`` is the former greedy estimate:
    **region growing over the candidates** (after Yu 2005): voxels are visited from the most to
@@ -58,6 +59,8 @@ Hernando D, Kellman P, Haldar JP, Liang ZP. Robust water/fat separation in the p
 large field inhomogeneities using a graph cut algorithm. Magn Reson Med 2010;63:79-90.
 Tsao J, Jiang Y. Hierarchical IDEAL: fast, robust, and multiresolution separation of multiple
 chemical species from multiple echo times. Magn Reson Med 2013;70:155-159.
+Bydder M, Yokoo T, Yu H, Carl M, Reeder SB, Sirlin CB. Constraining the initial phase in
+water-fat separation. Magn Reson Imaging 2011;29:216-221.
 Liu CY, McKenzie CA, Yu H, Brittain JH, Reeder SB. Fat quantification with IDEAL gradient echo
 imaging: correction of bias from T1 and noise. Magn Reson Med 2007;58:354-364.
 """
@@ -438,14 +441,26 @@ class FatWaterModel:
         """Frequency of the main (methylene) fat peak relative to water, Hz (positive)."""
         return float(abs(FAT_PEAKS_PPM[1]) * 1e-6 * GAMMA_BAR_HZ_PER_T * self.b0_tesla)
 
-    def _fixed_field_fit(self, s, psi):
-        """W, F and R2* at a fixed field: R2* on a fine grid (parabolic), W and F linear."""
+    def _real_wf(self, s, psi_c, phase0):
+        """Real W, F with the common initial phase ``phase0`` (rad) fixed (Bydder 2011)."""
+        d = np.exp(2j * np.pi * psi_c[:, None] * self.echo_times_s[None, :])
+        a = np.stack([d, d * self.fat_c[None, :]], axis=-1)  # (N, E, 2)
+        y = s * np.exp(-1j * phase0)[:, None]
+        ar = np.concatenate([a.real, a.imag], axis=1)  # (N, 2E, 2)
+        yr = np.concatenate([y.real, y.imag], axis=1)
+        ata = np.einsum("nei,nej->nij", ar, ar)
+        ata += 1e-9 * np.trace(ata, axis1=1, axis2=2)[:, None, None] * np.eye(2)
+        x = np.linalg.solve(ata, np.einsum("nei,ne->ni", ar, yr)[..., None])[..., 0]
+        rot = np.exp(1j * phase0)
+        return x[:, 0] * rot, x[:, 1] * rot
+
+    def _fixed_field_fit(self, s, psi, phase0):
+        """W, F and R2* at a fixed field and initial phase: R2* on a fine grid (parabolic),
+        W and F real and linear (common phase ``phase0``, Bydder 2011)."""
         r2_fine = np.linspace(0.0, self.r2star_max, 161)
-        best = np.full(s.shape[0], np.inf)
-        best_i = np.zeros(s.shape[0], np.int64)
         res_all = np.empty((s.shape[0], r2_fine.size))
         for j, rate in enumerate(r2_fine):
-            w, f = self._linear_wf(s, psi + 1j * rate / (2 * np.pi))
+            w, f = self._real_wf(s, psi + 1j * rate / (2 * np.pi), phase0)
             d = np.exp((2j * np.pi * psi[:, None] - rate) * self.echo_times_s[None, :])
             res_all[:, j] = (np.abs(s - (w[:, None] + f[:, None] * self.fat_c) * d) ** 2).sum(1)
         best_i = np.argmin(res_all, axis=1)
@@ -458,7 +473,7 @@ class FatWaterModel:
             off = np.where(den > 0, 0.5 * (rl - rr) / den, 0.0)
         best[inner] += np.clip(np.nan_to_num(off), -0.5, 0.5) * (r2_fine[1] - r2_fine[0])
         psi_c = psi + 1j * best / (2 * np.pi)
-        w, f = self._linear_wf(s, psi_c)
+        w, f = self._real_wf(s, psi_c, phase0)
         return w, f, psi_c
 
     def _repair(self, s, mask, w, f, psi_c, resid, crlb, sd, noise_var):
@@ -471,8 +486,8 @@ class FatWaterModel:
         ``200 sigma^2`` (a true swap fits about as well as the truth; a real steep field near
         air, which smoothing cannot follow, fits far better than a field pulled towards the
         reference). A voxel whose own field is less precise than a quarter of the fat shift
-        (signal gone after the first echoes) takes the reference field, with W, F and R2* fitted
-        at it.
+        (signal gone after the first echoes) takes the reference field, with R2* and real W, F
+        sharing the smoothed initial phase of the well-measured neighbourhood fitted at it.
         """
         from scipy.ndimage import gaussian_filter
 
@@ -487,6 +502,11 @@ class FatWaterModel:
         ref = gaussian_filter(val, 2.0, mode="nearest")[mask]
         den = gaussian_filter(wt, 2.0, mode="nearest")[mask]
         ref = np.where(den > 0, ref / np.maximum(den, 1e-30), psi)
+        # initial phase of water and fat (shared) from the well-measured neighbourhood
+        z0 = np.zeros(mask.shape, np.complex128)
+        z0[mask] = (w + f) * wv
+        phase0 = np.angle(gaussian_filter(z0.real, 2.0, mode="nearest")[mask]
+                          + 1j * gaussian_filter(z0.imag, 2.0, mode="nearest")[mask])
         undetermined = ~(sd < 0.25 * fat_shift)
         suspect = (np.abs(psi - ref) > 0.5 * fat_shift) & ~undetermined & self.repair_swaps
         tol = 200.0 * noise_var if np.isfinite(noise_var) else np.inf
@@ -496,7 +516,7 @@ class FatWaterModel:
             for start in range(0, which.size, 16 * _CHUNK):
                 sel = which[start:start + 16 * _CHUNK]
                 if fixed:
-                    w_n, f_n, p_n = self._fixed_field_fit(s[sel], ref[sel])
+                    w_n, f_n, p_n = self._fixed_field_fit(s[sel], ref[sel], phase0[sel])
                 else:
                     p0 = ref[sel] + 1j * psi_c[sel].imag
                     w_n, f_n, p_n = self._refine(s[sel], p0)
