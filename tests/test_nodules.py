@@ -85,14 +85,20 @@ def cirrhotic_liver(seed: int, nodules=(), *, background_lic=6.0, noise_chi_ppm=
     for p0, p1, radius in branches:
         vessels |= _segment_distance(x, y, z, p0, p1) <= radius
     truth = []
-    for centre_mm, diam_mm, nod_lic in nodules:
+    balls = []
+    for centre_mm, diam_mm, nod_lic, *override in nodules:
         ball = ((x - centre_mm[0]) ** 2 + (y - centre_mm[1]) ** 2
                 + (z - centre_mm[2]) ** 2) <= (diam_mm / 2) ** 2
         lic = np.where(ball, nod_lic * (1 + 0.05 * rng.standard_normal(x.shape)), lic)
         truth.append(_down(ball.astype(np.float32)) >= 0.5)
+        balls.append((ball, override))
     lic = np.where(vessels, 0.0, lic)
     chi = np.where(vessels, 0.05, CHI_BASE + CHI_PER_LIC * lic)  # venous blood
     r2 = np.where(vessels, 20.0, R2_BASE + R2_PER_LIC * lic)
+    for ball, override in balls:
+        if override:  # (chi_ppm, r2star_per_s) of a nodule that is not iron (calcification)
+            chi = np.where(ball, override[0][0], chi)
+            r2 = np.where(ball, override[0][1], r2)
     liver_img = _down(liver.astype(np.float32)) >= 0.5
     chi_img = _down(np.where(liver, chi, 0.0))
     r2_img = _down(np.where(liver, r2, 15.0))
@@ -187,3 +193,14 @@ def test_liver_command_nodules(tmp_path, capsys):
     assert len(lines) == 3 and lines[0].startswith("id\tclass\tvolume_ml")
     assert all((out / n["thumbnail"]).exists() for n in doc["nodules"])
     assert "not a diagnosis" in capsys.readouterr().out
+
+
+def test_disagreeing_contrasts_are_indeterminate():
+    """A calcified nodule (diamagnetic: chi below the liver, R2* above it) is neither
+    siderotic nor iron-sparing, and is reported once."""
+    calcified = ((50.0, 60.0, 30.0), 20.0, 6.0, (-0.8, 500.0))
+    chi, r2, pdff, liver, truth, _ = cirrhotic_liver(4, (calcified,))
+    result = find_nodules(chi, r2, liver, VOXEL_MM, pdff_percent=pdff)
+    assert [n.nodule_class for n in result.nodules] == ["indeterminate"], result.nodules
+    assert _match(result, truth)[0] == result.nodules[0].id
+    assert result.nodules[0].z_chi < -2 < 2 < result.nodules[0].z_r2star

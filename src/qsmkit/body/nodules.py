@@ -333,7 +333,14 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
         score = np.maximum(sign * z_chi, sign * z_r2)
         cand = hysteresis(score, params.z_low, params.z_high, liver)
         opened = ndimage.binary_opening(cand, structure=ball) if params.opening_mm > 0 else cand
-        lab_s, _ = ndimage.label(opened)
+        lab_s, n_s = ndimage.label(opened)
+        if n_s and lab.any():
+            # a region bright in one map and dark in the other is found by both passes:
+            # keep it once (the first pass's component), it is classed from both contrasts
+            seen = ndimage.sum(lab > 0, lab_s, index=np.arange(1, n_s + 1))
+            size = ndimage.sum(np.ones_like(lab_s), lab_s, index=np.arange(1, n_s + 1))
+            drop = np.concatenate([[True], seen > 0.5 * size])
+            lab_s = np.where(drop[lab_s] | (lab > 0), 0, lab_s)
         lab = np.where(lab_s > 0, lab_s + lab.max(), lab)
         parents, n_p = ndimage.label(cand)
         for j, sl in enumerate(ndimage.find_objects(parents), start=1):
