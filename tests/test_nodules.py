@@ -183,7 +183,7 @@ def test_liver_command_nodules(tmp_path, capsys):
                            echo_times_s=None, b0_dir=(0, 0, 1), snr=100, seed=2)
     out = tmp_path / "out"
     assert main(["liver", "--mag", str(sim / "mag.nii.gz"), "--phase", str(sim / "phase.nii.gz"),
-                 "--labels", str(sim / "labels.nii.gz"), "--voxelwise", "--nodules",
+                 "--labels", str(sim / "labels.nii.gz"), "--nodules",
                  "-o", str(out)]) == 0
     labels = np.asarray(nib.load(sim / "labels.nii.gz").dataobj)
     doc = json.loads((out / "nodules.json").read_text())

@@ -86,6 +86,8 @@ class NoduleParameters:
     cirrhotic liver (regenerative nodules of 3-10 mm) dominate, and LI-RADS does not
     categorise observations under 10 mm above LR-4 [4]. The default, 8 mm, allows for the
     shrinkage of a 10 mm nodule by partial volume at the threshold.
+    ``min_voxels``: a finding must be resolved by the grid (matters for coarse voxels, where
+    one voxel can exceed ``min_diameter_mm``).
     ``max_elongation``/``max_fill``: tubularity limits (ratio of the principal axes, and
     volume over the volume of the largest inscribed ball) above which a component is a vessel.
     ``opening_mm``: radius of the morphological opening of the candidates (cuts necks).
@@ -107,6 +109,7 @@ class NoduleParameters:
     z_low: float = 2.5
     z_class: float = 2.0
     min_diameter_mm: float = 8.0
+    min_voxels: int = 8
     max_elongation: float = 2.5
     max_fill: float = 4.0
     edge_mm: float = 4.0
@@ -372,7 +375,9 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
         reason = None
         touches_volume = any(s.start == 0 or s.stop == dim
                              for s, dim in zip(sl, liver.shape, strict=True))
-        if diameter_mm < params.min_diameter_mm:
+        if nvox < params.min_voxels:
+            reason = f"fewer than {params.min_voxels} voxels ({nvox})"
+        elif diameter_mm < params.min_diameter_mm:
             reason = f"smaller than {params.min_diameter_mm:g} mm ({diameter_mm:.1f} mm)"
         elif touches_volume:
             reason = "touches the edge of the field of view"

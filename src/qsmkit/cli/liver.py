@@ -74,8 +74,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--nodules", action="store_true",
                         help="find focal nodules whose chi and R2* differ from the surrounding "
                         "liver, classed siderotic / iron-sparing / indeterminate: nodules.tsv, "
-                        "nodules.json, nodule_NN.png; use with --voxelwise when --labels are "
-                        "given, since chi is otherwise one value per region (see docs/liver.md)")
+                        "nodules.json, nodule_NN.png; implies --voxelwise, since chi is "
+                        "otherwise one value per region (see docs/liver.md)")
     add_force(parser)
 
 
@@ -225,7 +225,8 @@ def run(args) -> int:
             reference=args.reference, calibration=args.calibration,
             chi_slope=_parse_slope(args.chi_slope), background=args.background,
             invert=args.invert, air="fixed" if args.reference == "air" else "free",
-            harmonic_order=args.harmonic_order, roi_constant=not args.voxelwise,
+            harmonic_order=args.harmonic_order,
+            roi_constant=not (args.voxelwise or args.nodules),
         )
     rows = analysis.rows
     comparison = None
@@ -272,7 +273,7 @@ def run(args) -> int:
                 "background": args.background,
                 "invert": args.invert,
                 "harmonic_order": args.harmonic_order,
-                "roi_constant": not args.voxelwise,
+                "roi_constant": not (args.voxelwise or args.nodules),
                 "labels": args.labels,
                 "mask": args.mask,
             },
