@@ -119,3 +119,22 @@ def test_outputs_never_land_in_an_input(tmp_path, capsys):
         assert "input" in err and "Traceback" not in err, err
     after = {p: p.read_bytes() for p in ds.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_a_mask_on_another_grid_is_refused(tmp_path, capsys):
+    """Same shape, shifted affine: the mask would silently cover other tissue."""
+    import nibabel as nib
+    import numpy as np
+
+    from qsmkit.cli.main import main
+
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    field = np.zeros((16, 16, 16), np.float32)
+    field[4:12, 4:12, 4:12] = 1.0
+    shifted = affine.copy()
+    shifted[:3, 3] += 10.0
+    nib.save(nib.Nifti1Image(field, affine), str(tmp_path / "f.nii.gz"))
+    nib.save(nib.Nifti1Image((field > 0).astype(np.uint8), shifted), str(tmp_path / "m.nii.gz"))
+    code = main(["invert", str(tmp_path / "f.nii.gz"), "--mask", str(tmp_path / "m.nii.gz"),
+                 "--b0", "3", "-o", str(tmp_path / "out")])
+    assert code == 2 and "grid" in capsys.readouterr().err

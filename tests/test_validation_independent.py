@@ -7,11 +7,11 @@ run on the TRUE local field reaches only about 32 % NRMSE (TV smooths the +-0.01
 so NRMSE is held to <= 68 % (measured 55.8 % with TV, 64.4 % with the default WH-QSM: the
 phantom's grey and white matter are confocal ellipsoidal shells, whose fields are harmonic
 inside each compartment, so the weak-harmonic term takes part of the tissue contrast; real
-cortex is folded. docs/validation.md keeps both); the slope of the region means (deep grey nuclei, vein, bleed,
-calcification, GM, WM, CSF) on their truth to 0.8-1.2 (the voxel-wise slope is dominated by
-the texture TV removes, so it is reported, not tested); at least 90 % of the brain
-kept in the chi mask (issue 11); deep grey nuclei ordered as in the truth; the bleed positive
-and the calcification negative.
+cortex is folded. docs/validation.md keeps both); the slope of the region means (deep grey
+nuclei, vein, bleed, calcification, GM, WM, CSF) on their truth to 0.8-1.2 (the voxel-wise
+slope is dominated by the texture TV removes, so it is reported, not tested); at least 90 %
+of the brain kept in the chi mask (issue 11); deep grey nuclei ordered as in the truth; the
+bleed positive and the calcification negative.
 """
 
 from __future__ import annotations

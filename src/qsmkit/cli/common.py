@@ -49,16 +49,19 @@ def add_force(parser) -> None:
     )
 
 
-def load_mask(path, shape=None) -> np.ndarray:
+def load_mask(path, shape=None, affine=None) -> np.ndarray:
+    """A boolean mask from NIfTI; with ``shape`` and ``affine``, it must lie on that grid."""
     from qsmkit.io.nifti import load_nifti
 
-    data, _, _ = load_nifti(path)
+    data, mask_affine, _ = load_nifti(path)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(f"mask {path} must be 3D, got shape {data.shape}")
     if shape is not None and tuple(data.shape) != tuple(shape[:3]):
         raise InputError(f"mask {path} has shape {data.shape}, expected {tuple(shape[:3])}")
+    if affine is not None:
+        check_same_grid(f"mask {path}", mask_affine, data.shape, affine, data.shape)
     mask = data > 0.5
     if not mask.any():
         raise InputError(f"mask {path} is empty")

@@ -107,7 +107,7 @@ def run(args) -> int:
         tes = resolve_echo_times(args.echo_times, [args.phase, args.mag], mag.shape[3])
         phase, notes = phase_in_radians(phase, unit=args.phase_unit, sidecar_paths=args.phase)
         if args.mask:
-            mask = load_mask(args.mask, mag.shape)
+            mask = load_mask(args.mask, mag.shape, affine)
         else:
             mask = mag[..., 0] > 0
             notes.append("no --mask: fitted every voxel with non-zero first-echo magnitude")

@@ -207,7 +207,7 @@ def run(args) -> int:
         if field.ndim != 3:
             raise InputError(f"{args.field} must be a 3D local field map, got shape "
                              f"{field.shape}")
-        mask = load_mask(args.mask, field.shape)
+        mask = load_mask(args.mask, field.shape, affine)
         if args.unit == "ppm":
             field_hz = ppm_to_hz(field, b0)
         elif args.unit == "rad":
@@ -222,7 +222,7 @@ def run(args) -> int:
             if args.method == "medi":
                 extra["magnitude"] = magnitude
         if args.csf_mask is not None:
-            extra["csf_mask"] = load_mask(args.csf_mask, field.shape)
+            extra["csf_mask"] = load_mask(args.csf_mask, field.shape, affine)
         if args.method == "nltv" and echo_time is not None:
             options.setdefault("echo_time_s", echo_time)  # phase scale of the data term
     voxel_size = voxel_size_from_affine(affine)

@@ -94,7 +94,7 @@ def run(args) -> int:
     from qsmkit.io.nifti import save_nifti
 
     chi, affine, voxel_size = load_chi(args.chi)
-    mask = load_mask(args.mask, chi.shape)
+    mask = load_mask(args.mask, chi.shape, affine)
     result = lesions.detect_lesions(
         chi, mask, voxel_size, min_contrast_ppm=args.min_contrast,
         max_diameter_mm=args.max_diameter, dead_zone_sigma=args.dead_zone, edge_mm=args.edge,

@@ -208,7 +208,7 @@ def run(args) -> int:
         if np.any(np.abs(data - np.rint(data)) > 1e-3) or np.any(data < 0):
             raise InputError(f"labels {args.labels} must hold non-negative integers")
         labels = np.rint(data).astype(np.int64)
-    mask = load_mask(args.mask, acq.shape) if args.mask else None
+    mask = load_mask(args.mask, acq.shape, acq.affine) if args.mask else None
     compare = None
     if args.compare:
         parts = [p for p in args.compare.replace(",", " ").split() if p]

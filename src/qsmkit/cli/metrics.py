@@ -118,7 +118,7 @@ def run(args) -> int:
     truth, truth_affine = load3d(args.reference, "reference")
     check_same_grid(f"reference {args.reference}", truth_affine, truth.shape, affine,
                     estimate.shape)
-    mask = load_mask(args.mask, estimate.shape)
+    mask = load_mask(args.mask, estimate.shape, affine)
     inputs = [args.estimate, args.reference, args.mask]
 
     labels = names = None

@@ -73,7 +73,7 @@ def run(args) -> int:
     with timer("load"):
         mag, affine = load_echo_series(args.mag, "--mag")
         tes = resolve_echo_times(args.echo_times, [args.mag], mag.shape[3])
-        mask = load_mask(args.mask, mag.shape) if args.mask else None
+        mask = load_mask(args.mask, mag.shape, affine) if args.mask else None
     with timer("r2star"):
         fit = R2STAR_METHODS[args.method](mag, tes, mask=mask, r2star_max_per_s=r2_max)
     inputs = [Path(p) for p in (*args.mag, *([args.mask] if args.mask else []))]

@@ -52,7 +52,7 @@ def run(args) -> int:
         chi = chi[..., 0]
     if chi.ndim != 3:
         raise InputError(f"{args.chi} must be a 3D chi map, got shape {chi.shape}")
-    mask = load_mask(args.mask, chi.shape)
+    mask = load_mask(args.mask, chi.shape, affine)
     inputs = [args.chi, args.mask]
     extra_maps = {}
     for name, path in (("roi", args.roi), ("r2star", args.r2star),

@@ -75,7 +75,7 @@ def run(args) -> int:
     if lut is not None and args.lut is None:
         # A sibling table may lack numbers the default table knows; merge, sibling first.
         lut = {**roi.default_lut(), **lut}
-    mask = load_mask(args.mask, chi.shape) if args.mask else None
+    mask = load_mask(args.mask, chi.shape, affine) if args.mask else None
     if args.no_z:
         normative = None
     elif args.normative:

@@ -40,7 +40,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bgremove", metavar="METHOD",
                         help="vsharp | pdf | lbv | sharp | resharp | ismv")
     parser.add_argument("--invert", metavar="METHOD",
-                        help="whtv (default) | tv | nltv | medi | rts | tgv | ilsqr | tikhonov | tkd")
+                        help="whtv (default) | tv | nltv | medi | rts | tgv | ilsqr | tikhonov "
+                        "| tkd")
     parser.add_argument("--lam", metavar="X",
                         help="regularisation weight of the inversion, a number or 'auto' "
                         "(default: auto, chosen from the local field; tgv: alpha1; see "
@@ -78,7 +79,7 @@ def run(args) -> int:
     if args.mask:
         from qsmkit.cli.common import load_mask
 
-        user_mask = load_mask(args.mask, acq.shape)
+        user_mask = load_mask(args.mask, acq.shape, acq.affine)
     inputs = acquisition_input_paths(args)
     inputs += [Path(args.mask)] if args.mask else []
     with staged_output(outdir, force=args.force, protect=inputs) as stage:

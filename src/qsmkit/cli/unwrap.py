@@ -101,7 +101,7 @@ def run(args) -> int:
                 mag = mag[..., 0]  # one magnitude for every echo (or the first echo's)
             elif mag.shape[3] != n_phase:
                 raise InputError(f"--mag has {mag.shape[3]} echoes, the phase {n_phase}")
-        mask = load_mask(args.mask, phase.shape) if args.mask else None
+        mask = load_mask(args.mask, phase.shape, affine) if args.mask else None
         tes = None
         if phase.ndim == 4 and phase.shape[3] > 1:
             if args.echo_times:
