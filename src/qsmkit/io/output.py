@@ -17,7 +17,7 @@ from pathlib import Path
 from qsmkit.errors import InputError
 
 STAGING_MARK = ".partial-"
-"""Marks a staging folder ``.{name}.partial-XXXX`` next to the output folder ``name``."""
+"""Marks a staging folder ``.{name}.partial-<random>`` next to the output folder ``name``."""
 
 
 def output_name(folder) -> str:
