@@ -51,7 +51,6 @@ def save_figures(result: QSMResult, affine, folder: Path) -> list[str]:
         ("magnitude.png", result.magnitude, "Magnitude (RSS of echoes)", "a.u.", False, mask),
         ("field.png", np.where(mask, result.field_hz, 0), "Total field", "Hz", True, mask),
         ("local_field.png", result.local_field_hz, "Local field", "Hz", True, local),
-        ("chi.png", result.chi_ppm, "Susceptibility χ", "ppm", True, local),
         ("r2star.png", result.r2star_per_s, "R2*", "1/s", False, mask),
     ]
     written = []
@@ -62,7 +61,11 @@ def save_figures(result: QSMResult, affine, folder: Path) -> list[str]:
                           mask=region, outline=mask if magnitude else None,
                           vmin=0.0 if magnitude else None)
         written.append(name)
-    from qsmkit.report.figures import lcurve_figure
+    from qsmkit.report.figures import chi_figure, lcurve_figure
+
+    # χ in grey scale with a window from robust percentiles in the χ mask (report conventions).
+    chi_figure(result.chi_ppm, affine, folder / "chi.png", mask=local)
+    written.insert(3, "chi.png")
 
     if lcurve_figure(result.info.get("inversion", {}), folder / "lcurve.png") is not None:
         written.append("lcurve.png")

@@ -6,7 +6,11 @@ of the folder alone, so ``qsmkit report OUTDIR`` can regenerate it after analyse
 tables.
 
 Images drawn here (slice viewer, lesion thumbnails) are reoriented to RAS and shown in
-radiological convention: anterior up, patient right on the image left.
+radiological convention: anterior up, patient right on the image left, with orientation
+letters derived from the affine (:func:`qsmkit.report.figures.plane_views`). χ is drawn in
+grey scale (paramagnetic bright) in a window from robust percentiles in the χ mask; the
+viewer has a colour toggle (red paramagnetic, blue diamagnetic). Every figure made of
+anatomical panels carries its orientation letters in its caption and ``data-orientation``.
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ th{background:#eef1f6} td.text,th.text{text-align:left}
 .orient{position:absolute;color:#1d2330;font:bold 13px system-ui,sans-serif;line-height:1;
  text-shadow:0 0 2px #fff,0 0 3px #fff}
 .viewer-frame:focus{outline:2px solid #3b8fd9}
+.orientation{color:#334;font-size:11px}
 .orient.top{top:4px;left:50%;transform:translateX(-50%)}
 .orient.bottom{bottom:4px;left:50%;transform:translateX(-50%)}
 .orient.left{left:5px;top:50%;transform:translateY(-50%)}
@@ -136,17 +141,48 @@ section.warnings li{margin:4px 0;font-size:13px} .warncode{font-weight:bold;colo
 VIEWER_JS = """
 (function(){
   var slices = JSON.parse(document.getElementById('chi-slices').textContent);
+  var lut = JSON.parse(document.getElementById('chi-colour-lut').textContent);
   var img = document.getElementById('viewer-image');
+  var toggle = document.getElementById('viewer-colour');
+  var bar = document.getElementById('viewer-bar');
+  var colourUris = {};
+  function coloured(i, done){
+    // Grey level g of the stored slice -> the diverging colour map (same window).
+    if (colourUris[i]) { done(colourUris[i]); return; }
+    var source = new Image();
+    source.onload = function(){
+      var canvas = document.createElement('canvas');
+      canvas.width = source.naturalWidth; canvas.height = source.naturalHeight;
+      var ctx = canvas.getContext('2d');
+      ctx.drawImage(source, 0, 0);
+      var data = ctx.getImageData(0, 0, canvas.width, canvas.height);
+      for (var p = 0; p < data.data.length; p += 4) {
+        var c = lut[data.data[p]];
+        data.data[p] = c[0]; data.data[p + 1] = c[1]; data.data[p + 2] = c[2];
+      }
+      ctx.putImageData(data, 0, 0);
+      colourUris[i] = canvas.toDataURL('image/png');
+      done(colourUris[i]);
+    };
+    source.src = slices[i];
+  }
+  function paint(i){
+    if (toggle && toggle.checked) {
+      coloured(i, function(uri){ if (img.getAttribute('data-slice') === String(i)) {
+        img.src = uri; img.setAttribute('data-cmap', 'colour'); } });
+    } else { img.src = slices[i]; img.setAttribute('data-cmap', 'grey'); }
+  }
   var slider = document.getElementById('viewer-slider');
   var label = document.getElementById('viewer-label');
   function current(){ return parseInt(slider.value, 10) || 0; }
   function show(i){
     i = Math.max(0, Math.min(slices.length - 1, i|0));
-    if (img.getAttribute('data-slice') !== String(i)) { img.src = slices[i]; }
+    var changed = img.getAttribute('data-slice') !== String(i);
+    img.setAttribute('data-slice', String(i));
+    if (changed) { paint(i); }
     slider.value = String(i);
     label.textContent = 'axial slice ' + i + ' (' + (i + 1) + ' of ' + slices.length +
       ', inferior to superior)';
-    img.setAttribute('data-slice', String(i));
   }
   slider.max = String(slices.length - 1);
   slider.addEventListener('input', function(){ show(current()); });
@@ -157,6 +193,12 @@ VIEWER_JS = """
     if (e.key === 'ArrowUp' || e.key === 'PageUp') { show(current() + 1); e.preventDefault(); }
     if (e.key === 'ArrowDown' || e.key === 'PageDown') { show(current() - 1); e.preventDefault(); }
   });
+  if (toggle) {
+    toggle.addEventListener('change', function(){
+      bar.style.background = bar.getAttribute(toggle.checked ? 'data-colour' : 'data-grey');
+      paint(current());
+    });
+  }
   show(parseInt(img.getAttribute('data-slice'), 10) || 0);
 })();
 """
@@ -178,19 +220,31 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _radiological(plane_xy: np.ndarray) -> np.ndarray:
-    """An axial (x, y) plane of an RAS volume as image rows: anterior up, right on the left."""
-    return plane_xy.T[::-1, ::-1]
+def _radiological(plane_xy: np.ndarray, affine=None) -> np.ndarray:
+    """An axial (x, y) plane of an RAS volume as PNG rows (row 0 at the top): anterior up,
+    patient right on the left (the flips of :func:`qsmkit.report.figures.plane_views`)."""
+    from qsmkit.report.figures import plane_views
+
+    view = plane_views(np.eye(4) if affine is None else affine)["axial"]
+    return view.image(plane_xy[:, :, None], 0)[::-1]
 
 
-def _signed_rgb(plane: np.ndarray, limit: float) -> np.ndarray:
+def _grey_rgb(plane: np.ndarray, limit: float) -> np.ndarray:
+    """χ in grey scale in the window ±limit (paramagnetic bright), as 8-bit RGB."""
+    scaled = np.clip((np.nan_to_num(plane) / limit + 1) / 2, 0, 1)
+    grey = np.round(scaled * 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def colour_lut() -> list[list[int]]:
+    """256 RGB entries of the diverging χ colour map, indexed by the grey level of
+    :func:`_grey_rgb` (the viewer's colour toggle)."""
     import matplotlib
 
     from qsmkit.report.figures import SIGNED_CMAP
 
     cmap = matplotlib.colormaps[SIGNED_CMAP]
-    scaled = np.clip((np.nan_to_num(plane) / limit + 1) / 2, 0, 1)
-    return (cmap(scaled)[..., :3] * 255).astype(np.uint8)
+    return [[int(round(255 * c)) for c in cmap(g / 255)[:3]] for g in range(256)]
 
 
 def _ras_zooms(affine) -> np.ndarray:
@@ -216,20 +270,23 @@ def _mask_box(region, margin: int = 3) -> tuple[slice, slice]:
 
 def chi_slice_uris(chi: np.ndarray, affine, mask=None, *, limit=None,
                    crop_to_mask: bool = False) -> tuple[list[str], float]:
-    """Axial slices of chi as PNG data URIs with one signed window, inferior to superior.
+    """Axial slices of chi as grey-scale PNG data URIs in one window, inferior to superior.
 
     Slices are reoriented to RAS and drawn in radiological convention (anterior up, patient
     right on the image left), cropped in-plane to the mask (plus 3 voxels) when
-    ``crop_to_mask``. Returns the URIs and the window half-width (ppm).
+    ``crop_to_mask``. The window is symmetric about zero, ±``limit`` ppm (default: the
+    robust percentiles of :func:`qsmkit.report.figures.chi_window` in ``mask``); grey level
+    ``g`` is χ = (2 g / 255 − 1) × limit. Returns the URIs and the window half-width (ppm).
     """
-    from qsmkit.report.figures import robust_limits, to_ras
+    from qsmkit.report.figures import chi_window, ras_affine, to_ras
 
     data = to_ras(np.asarray(chi, np.float32), affine)
     region = to_ras(np.asarray(mask, bool), affine) if mask is not None else None
-    limit = limit or robust_limits(data, region, signed=True)[1]
+    limit = limit or chi_window(data, region)
     if crop_to_mask and region is not None:
         data = data[_mask_box(region)]
-    uris = [_b64_uri(_png_bytes(_signed_rgb(_radiological(data[:, :, k]), limit)))
+    display = ras_affine(affine, np.shape(chi))
+    uris = [_b64_uri(_png_bytes(_grey_rgb(_radiological(data[:, :, k], display), limit)))
             for k in range(data.shape[2])]
     return uris, float(limit)
 
@@ -320,7 +377,8 @@ def table_html(path: Path, *, max_rows: int = 200, thumbnails: dict | None = Non
 
 
 def _thumbnails(folder: Path, table_name: str, *, half: int = 8) -> dict[str, str]:
-    """Axial chi patches (RAS, radiological) centred on each row's voxel (x, y, z)."""
+    """Axial chi patches (RAS, radiological, grey: paramagnetic bright, in ±max|χ| of the
+    patch) centred on each row's voxel (x, y, z)."""
     from qsmkit.io.nifti import load_nifti
     from qsmkit.report.figures import to_ras
 
@@ -335,6 +393,9 @@ def _thumbnails(folder: Path, table_name: str, *, half: int = 8) -> dict[str, st
     chi = np.asarray(chi, np.float32)
     if chi.ndim != 3:
         return {}
+    from qsmkit.report.figures import ras_affine
+
+    display = ras_affine(affine, chi.shape)
     padded = np.pad(chi, half)
     thumbs = {}
     for row in rows[:200]:
@@ -348,7 +409,8 @@ def _thumbnails(folder: Path, table_name: str, *, half: int = 8) -> dict[str, st
         # A cube centred on the lesion stays centred under axis flips and permutations.
         plane = to_ras(box, affine)[:, :, half]
         limit = max(float(np.abs(plane).max()), 1e-3)
-        thumbs[row[col["id"]]] = _b64_uri(_png_bytes(_signed_rgb(_radiological(plane), limit)))
+        thumbs[row[col["id"]]] = _b64_uri(_png_bytes(_grey_rgb(_radiological(plane, display),
+                                                               limit)))
     return thumbs
 
 
@@ -367,9 +429,11 @@ def _colourbar_css(limit: float, height: int) -> str:
         "#{:02x}{:02x}{:02x}".format(*(int(255 * c) for c in cmap(t)[:3]))
         for t in np.linspace(1, 0, 11)
     )
-    return (f"<div class='colourbar' title='χ colour scale' style='height:{height}px'>"
-            "<div class='bar' style='background:"
-            f"linear-gradient(to bottom, {stops})'></div><div class='ticks'>"
+    grey = "linear-gradient(to bottom, #ffffff, #000000)"
+    colour = f"linear-gradient(to bottom, {stops})"
+    return (f"<div class='colourbar' title='χ scale' style='height:{height}px'>"
+            f"<div class='bar' id='viewer-bar' style='background:{grey}' data-grey='{grey}' "
+            f"data-colour='{colour}'></div><div class='ticks'>"
             f"<span>+{limit:.3g} ppm</span><span>0 ppm</span><span>−{limit:.3g} ppm</span></div>"
             "</div>")
 
@@ -399,30 +463,57 @@ def _viewer_section(folder: Path) -> str:
     if mask is not None and mask.any():
         ras_mask = to_ras(mask, affine)
         start = int(round(np.argwhere(ras_mask)[:, 2].mean()))
+    from qsmkit.report.figures import plane_views
+
+    left, right, bottom, top = plane_views(affine, np.shape(chi))["axial"].letters
     letters = "".join(f"<span class='orient {pos}'>{text}</span>" for pos, text in
-                      (("top", "A"), ("bottom", "P"), ("left", "R"), ("right", "L")))
+                      (("top", top), ("bottom", bottom), ("left", left), ("right", right)))
     return (
         "<section id='viewer'><h2>χ slice viewer</h2><div class='viewer'>"
         f"<div class='viewer-frame' id='viewer-frame' tabindex='0' title='click, then ↑/↓'>"
-        f"<img id='viewer-image' alt='χ axial slice' "
-        f"width='{width}' height='{height}' data-slice='{start}' src='{uris[start]}'>"
+        f"<img id='viewer-image' alt='χ axial slice, {left} on the left, {top} at the top' "
+        f"data-orientation='axial: left {left} right {right} bottom {bottom} top {top}' "
+        f"width='{width}' height='{height}' data-slice='{start}' data-cmap='grey' "
+        f"src='{uris[start]}'>"
         f"{letters}</div>{_colourbar_css(limit, height)}"
         "<div class='controls'><label for='viewer-slider'>slice</label><br>"
         f"<input id='viewer-slider' type='range' min='0' max='{len(uris) - 1}' value='{start}' "
         "step='1' aria-label='axial slice'><p id='viewer-label'></p>"
-        f"<p class='muted'>Axial χ, window ±{limit:.3g} ppm: red paramagnetic (iron, blood), "
-        "blue diamagnetic (calcium, myelin). Radiological view: patient right on the left. "
+        "<p><label><input type='checkbox' id='viewer-colour'> colour (red paramagnetic, "
+        "blue diamagnetic)</label></p>"
+        f"<p class='muted'>Axial χ, window ±{limit:.3g} ppm (2nd–98th percentile of χ in the "
+        "mask, symmetric about 0): bright paramagnetic (iron, blood), dark diamagnetic "
+        "(calcium, myelin). Radiological view: patient right on the left, anterior up. "
         "Drag the slider, scroll over the image, or click it and press ↑/↓.</p></div></div>"
         f"<script type='application/json' id='chi-slices'>{json.dumps(uris)}</script>"
+        f"<script type='application/json' id='chi-colour-lut'>{json.dumps(colour_lut())}"
+        "</script>"
         f"<script>{VIEWER_JS}</script></section>"
     )
 
 
+def figure_orientation(path: Path) -> str:
+    """The orientation letters a figure recorded in its PNG (``Description`` text chunk,
+    written by :func:`qsmkit.report.figures.orientation_metadata`), or ""."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            text = str(image.info.get("Description", ""))
+    except (OSError, ValueError, ImportError):
+        return ""
+    return text.removeprefix("orientation ") if text.startswith("orientation ") else ""
+
+
 def _figure_html(folder: Path, name: str) -> str:
     caption = FIGURES.get(name, name)
+    orientation = figure_orientation(folder / name)
+    extra = (f" data-orientation=\"{html.escape(orientation)}\"" if orientation else "")
+    note = (f"<br><span class='orientation'>Orientation (radiological): "
+            f"{html.escape(orientation)}</span>" if orientation else "")
     return (f'<figure><img src="{_data_uri_png(folder / name)}" alt="{html.escape(caption)}" '
-            f'data-file="{html.escape(name)}"><figcaption>{html.escape(caption)}</figcaption>'
-            "</figure>")
+            f'data-file="{html.escape(name)}"{extra}><figcaption>{html.escape(caption)}'
+            f"{note}</figcaption></figure>")
 
 
 def _kv_table(items: dict) -> str:

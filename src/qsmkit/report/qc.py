@@ -39,7 +39,16 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.ndimage as ndi  # noqa: E402
 
-from qsmkit.report.figures import GREY_CMAP, orthogonal_slices, robust_limits, to_ras  # noqa: E402
+from qsmkit.report.figures import (  # noqa: E402
+    GREY_CMAP,
+    annotate_letters,
+    orientation_metadata,
+    orthogonal_slices,
+    plane_views,
+    ras_affine,
+    robust_limits,
+    to_ras,
+)
 
 QC_FIGURES = ("qc_background.png", "qc_mask.png", "qc_residual.png")
 BACKGROUND_SIGMA_MM = 8.0
@@ -129,22 +138,15 @@ def _ras_zooms(affine) -> np.ndarray:
     return zooms
 
 
-def _axial(volume_ras, k):
-    """Axial plane k of an RAS volume as an image: anterior up, patient right on the left."""
-    return volume_ras[:, :, k].T[::-1, ::-1]
-
-
-def _letters(ax, colour="w"):
-    for text, xy, ha, va in (("R", (0.02, 0.5), "left", "center"),
-                             ("L", (0.98, 0.5), "right", "center"),
-                             ("P", (0.5, 0.02), "center", "bottom"),
-                             ("A", (0.5, 0.98), "center", "top")):
-        ax.annotate(text, xy, xycoords="axes fraction", ha=ha, va=va, color=colour, fontsize=8,
-                    fontweight="bold")
+def _axial(volume_ras, k, view):
+    """Axial plane k of an RAS volume as an image (``imshow(origin="lower")``) in the
+    radiological layout of ``view`` (:func:`qsmkit.report.figures.plane_views`)."""
+    return view.image(volume_ras, k)
 
 
 def mask_montage(magnitude, mask, chi_mask, affine, path, *, title, n_slices=8) -> Path:
     """Axial montage of the magnitude with the brain-mask (yellow) and χ-mask (cyan) outlines."""
+    view = plane_views(ras_affine(affine, np.shape(magnitude)))["axial"]
     magnitude = to_ras(np.asarray(magnitude, dtype=np.float32), affine)
     mask = to_ras(np.asarray(mask, dtype=bool), affine)
     chi_mask = to_ras(np.asarray(chi_mask, dtype=bool), affine)
@@ -169,19 +171,19 @@ def mask_montage(magnitude, mask, chi_mask, affine, path, *, title, n_slices=8) 
         ax.set_axis_off()
     for ax, k in zip(axes.ravel(), slices, strict=False):
         crop = (slice(x0, x1), slice(y0, y1))
-        image = ax.imshow(_axial(magnitude[crop], k), cmap=GREY_CMAP, vmin=vmin, vmax=vmax,
-                          aspect=aspect, interpolation="nearest")
+        image = ax.imshow(_axial(magnitude[crop], k, view), cmap=GREY_CMAP, vmin=vmin,
+                          vmax=vmax, aspect=aspect, interpolation="nearest", origin="lower")
         for outline, colour in ((mask, "yellow"), (chi_mask, "cyan")):
-            plane = _axial(outline[crop], k).astype(float)
+            plane = _axial(outline[crop], k, view).astype(float)
             if plane.any():
                 ax.contour(plane, levels=[0.5], colors=colour, linewidths=0.7)
         ax.set_title(f"axial slice {k}", fontsize=8)
-        _letters(ax)
+        annotate_letters(ax, view.letters, fontsize=8)
     bar = fig.colorbar(image, ax=axes, shrink=0.8, pad=0.01)
     bar.set_label("magnitude (a.u.)")
     fig.suptitle(title, fontsize=10)
     path = Path(path)
-    fig.savefig(path)
+    fig.savefig(path, metadata=orientation_metadata(fig))
     plt.close(fig)
     return path
 
