@@ -234,13 +234,22 @@ def run_qsm(
                                  "falls back to the magnitude")
 
     with _stage(timings, "reference", progress):
+        # a single echo has no R2* (zeros): CSF is then found from the magnitude
+        r2_for_csf = r2star if acq.n_echoes >= 2 else None
+        ref_info = None
         if config.reference != "none":
             chi, ref_info = reference_chi(
-                chi, local.mask, method=config.reference, r2star_per_s=r2star,
+                chi, local.mask, method=config.reference, r2star_per_s=r2_for_csf,
                 magnitude=magnitude, voxel_size=voxel_size,
             )
             info["reference"] = ref_info
         chi = np.where(local.mask, chi, 0).astype(np.float32)
+        # how chi is referenced, with the CSF and brain levels that convert it (ChiReference)
+        from qsmkit.reference import reference_record
+
+        info["chi_reference"] = reference_record(
+            chi, local.mask, ref_info, voxel_size=voxel_size, r2star_per_s=r2_for_csf,
+            magnitude=magnitude)
 
     from qsmkit import qc
 

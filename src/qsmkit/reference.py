@@ -328,3 +328,96 @@ def reference(
 
         info["volume_mm3"] = float(region.sum() * np.prod(check_voxel_size(voxel_size)))
     return out, info
+
+
+# ------------------------------------------------------------------ the reference carried with χ
+REFERENCE_KEY = "ChiReference"
+"""Key of the reference record in the chi sidecar (``chi.json``) and in ``qsmkit.json``."""
+
+_REGION_TEXT = {
+    "brain": "whole-brain mean",
+    "csf": "ventricular CSF (median)",
+    "roi": "user ROI mean",
+    "none": "none (the zero of the inversion; arbitrary)",
+}
+
+
+def reference_record(
+    chi_ppm,
+    mask,
+    info: dict | None,
+    *,
+    voxel_size: Sequence[float] | None = None,
+    r2star_per_s=None,
+    magnitude=None,
+    r2star_max_per_s: float = 5.0,
+) -> dict:
+    """How a chi map is referenced, with the levels needed to convert it to another reference.
+
+    The record travels with the map (``ChiReference`` in ``chi.json`` and ``qsmkit.json``) so
+    that every analysis knows the zero of the values it reads (see
+    :func:`offset_to_reference`).
+
+    Parameters
+    ----------
+    chi_ppm : (X, Y, Z) array, ppm
+        The map as written (already referenced as ``info`` says).
+    mask : (X, Y, Z) bool array
+        Where chi is valid (the local mask of the pipeline).
+    info : dict or None
+        The ``info`` of :func:`reference`; None when the map was not referenced.
+    voxel_size : 3 floats, mm, optional
+        Needed to look for ventricular CSF (:func:`find_csf`).
+    r2star_per_s, magnitude : optional
+        CSF criteria of :func:`find_csf` (R2* preferred).
+    r2star_max_per_s : float, default 5.0
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``Method`` (``"brain"``, ``"csf"``, ``"roi"`` or ``"none"``), ``Region``
+        (words), ``Statistic``, ``OffsetSubtractedPpm`` (the value subtracted from the
+        inversion's output, None for ``"none"``), ``BrainMeanPpm`` (mean chi over ``mask``
+        in this map's frame), ``CSFPpm`` (median chi over automatically found ventricular
+        CSF in this map's frame, or None), ``CSFCriteria`` and ``Fallback``.
+    """
+    chi, msk = _check_chi_mask(chi_ppm, mask)
+    method = "none" if not info else str(info.get("method", "none"))
+    record = {
+        "Method": method,
+        "Region": _REGION_TEXT.get(method, method),
+        "Statistic": None if method == "none" else info.get("statistic", "mean"),
+        "OffsetSubtractedPpm": None if method == "none" else info.get("offset_ppm"),
+        "BrainMeanPpm": float(chi[msk].astype(np.float64).mean()),
+        "CSFPpm": None,
+        "CSFCriteria": None,
+        "Fallback": None if not info else info.get("fallback"),
+    }
+    if method == "csf":
+        record["CSFPpm"] = 0.0
+        record["CSFCriteria"] = info.get("criteria")
+    elif voxel_size is not None and (r2star_per_s is not None or magnitude is not None):
+        csf, criteria = find_csf(chi, msk, voxel_size, r2star_per_s=r2star_per_s,
+                                 magnitude=magnitude, r2star_max_per_s=r2star_max_per_s)
+        record["CSFCriteria"] = criteria
+        if csf.any():
+            record["CSFPpm"] = float(np.median(chi[csf].astype(np.float64)))
+    return record
+
+
+def offset_to_reference(record: dict | None, target: str) -> float | None:
+    """The constant to subtract from a map described by ``record`` so that it is relative to
+    ``target`` (``"csf"`` or ``"brain"``); None when the record does not allow it.
+
+    ``record`` is a ``ChiReference`` (:func:`reference_record`). A map already referenced to
+    ``target`` needs 0; otherwise the level of ``target`` measured in the map's frame
+    (``CSFPpm`` or ``BrainMeanPpm``) is the offset.
+    """
+    if target not in ("csf", "brain"):
+        raise InputError(f"unknown target reference {target!r}; use 'csf' or 'brain'")
+    if not record:
+        return None
+    if record.get("Method") == target:
+        return 0.0
+    value = record.get("CSFPpm" if target == "csf" else "BrainMeanPpm")
+    return None if value is None else float(value)

@@ -19,7 +19,7 @@ from qsmkit.pipeline import QSMConfig, QSMResult, run_qsm
 log = logging.getLogger(__name__)
 
 RUN_OUTPUTS = (
-    "chi.nii.gz", "field_hz.nii.gz", "local_field_hz.nii.gz", "mask.nii.gz",
+    "chi.nii.gz", "chi.json", "field_hz.nii.gz", "local_field_hz.nii.gz", "mask.nii.gz",
     "brain_mask.nii.gz", "r2star.nii.gz", "magnitude.nii.gz", "qsmkit.json", "report.html",
 )
 
@@ -39,7 +39,11 @@ def save_result(result: QSMResult, affine, folder: Path) -> dict[str, str]:
         maps["fit_residual.nii.gz"] = (result.fit_residual, "echo-fit residual", "relative")
     for name, (data, description, unit) in maps.items():
         save_nifti(folder / name, data, affine, description=description, unit=unit)
-    return {name: name for name in maps}
+    # chi's sidecar says how chi was referenced (ChiReference); every analysis reads it
+    from qsmkit.io.sidecar import chi_sidecar, write_sidecar
+
+    write_sidecar(folder / "chi.json", chi_sidecar(result.info.get("chi_reference")))
+    return {name: name for name in maps} | {"chi.json": "chi.json"}
 
 
 def save_figures(result: QSMResult, affine, folder: Path) -> list[str]:
@@ -113,6 +117,7 @@ def reconstruct_and_save(
         "series_description": acq.series_description,
         "timings_s": result.timings_s,
         "info": result.info,
+        "ChiReference": result.info.get("chi_reference"),
         "figures": figures,
         "outputs": sorted(p.name for p in folder.iterdir() if p.is_file()),
     }

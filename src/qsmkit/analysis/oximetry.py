@@ -693,6 +693,7 @@ def venous_oximetry(
     min_aspect: float = 3.0,
     max_cross_section_ratio: float = 2.0,
     segmentation: VeinSegmentation | None = None,
+    chi_reference: dict | None = None,
     **segment_options,
 ) -> OximetryResult:
     """Per-vein-segment Yv and OEF, per-region averages and CMRO2.
@@ -720,6 +721,10 @@ def venous_oximetry(
         components with no such branch (deep grey nuclei)
     segmentation : a precomputed :class:`VeinSegmentation` (else :func:`segment_veins` with
         ``segment_options``)
+    chi_reference : the ``ChiReference`` record of the map (:mod:`qsmkit.reference`), used
+        when neither ``reference_mask`` nor ``reference_ppm`` is given: chi is converted to
+        CSF with its ``CSFPpm``, or refused (InputError) when the record has no CSF level.
+        Without any of the three, chi is taken as already referenced to CSF.
     """
     chi = check_chi(chi_ppm)
     vs = check_voxel_size(voxel_size)
@@ -745,6 +750,17 @@ def venous_oximetry(
             raise InputError("the reference (CSF) mask has no voxel inside the mask; chi is "
                              "only valid inside the mask")
         ref_value, ref_text = float(chi[ref].mean()), f"mean over {int(ref.sum())} voxels"
+    elif chi_reference is not None:
+        from qsmkit.reference import offset_to_reference
+
+        offset = offset_to_reference(chi_reference, "csf")
+        if offset is None:
+            raise InputError(
+                f"chi is referenced to {chi_reference.get('Region', 'an unknown region')} and "
+                "no CSF level is known; Yv needs chi relative to CSF: give a CSF mask, CSF "
+                "labels or the chi of CSF in this map")
+        ref_value = float(offset)
+        ref_text = f"CSF level recorded with the map ({chi_reference.get('Region')})"
     else:
         ref_value, ref_text = 0.0, "none: chi assumed already referenced to CSF (water)"
 

@@ -250,6 +250,8 @@ def run(args) -> int:
     else:
         folder, name, provenance = out, "chi.nii.gz", None
     inputs = [p for p in (args.field, args.mask, args.magnitude, args.csf_mask) if p is not None]
+    from qsmkit.reference import reference_record
+
     with staged_output(folder, force=args.force, protect=inputs) as stage:
         save_nifti(stage / name, chi, affine, description="susceptibility", unit="ppm")
         record = write_provenance(
@@ -268,6 +270,8 @@ def run(args) -> int:
                 "timings_s": timer.seconds,
                 "sidecar": {k: sidecar[k] for k in ("MagneticFieldStrength", "EchoTime")
                             if k in sidecar},
+                # not referenced: chi keeps the inversion's own (arbitrary) zero
+                "ChiReference": reference_record(chi, mask, None),
             },
         )
         if provenance is not None:

@@ -22,8 +22,13 @@ Example:
   qsmkit oximetry run/chi.nii.gz run/mask.nii.gz --labels sim/labels.nii.gz --hct 0.42 \\
       --cbf 50 -o run/veins.tsv
 
-The CSF reference comes from --csf (a mask), from --labels (labels named CSF or ventricle),
-from --reference-ppm, or else chi is taken as already referenced to CSF.
+Yv needs chi relative to CSF (water). The CSF level is taken, in this order, from
+--reference-ppm (the chi of CSF in this map), --csf (a mask: its mean), --labels (labels named
+CSF or ventricle: their mean), the map's own ChiReference (chi.json or the run's qsmkit.json,
+written by qsmkit run: CSF-referenced maps need nothing, others carry the median chi of the
+ventricular CSF found at run time from R2* < 5 1/s), or ventricular CSF found now from the
+r2star.nii.gz beside the map (qsmkit.reference.find_csf). Without any of these the command
+stops and says which option to pass; it never assumes a reference.
 Writes OUTPUT (one row per vein segment: id, x, y, z, length_mm, radius_mm, theta_deg,
 chi_ppm, yv, oef, ...), OUTPUT_regions.tsv (per region), OUTPUT.json and OUTPUT.png."""
 
@@ -86,11 +91,16 @@ def run(args) -> int:
         labels = np.rint(data[..., 0] if data.ndim == 4 else data).astype(np.int32)
         lut_path = Path(args.lut) if args.lut else sibling_lut(Path(args.labels))
         names = {**roi.default_lut(), **(roi.read_lut(lut_path) if lut_path else {})}
-        if args.csf is None and args.reference_ppm is None:
-            region, _ = roi.reference_mask("csf", labels, names, None)
+        csf_labels = [k for k, v in names.items() if roi.is_csf_name(v)]
+        region = np.isin(labels, csf_labels) & mask
+        if args.csf is None and args.reference_ppm is None and region.any():
             reference_mask = region
     if args.csf:
         reference_mask = load_mask(args.csf, chi.shape)
+    chi_reference = None
+    reference_ppm = args.reference_ppm
+    if reference_mask is None and reference_ppm is None:
+        reference_ppm, chi_reference = csf_level_of_map(args.chi, chi, mask, voxel_size)
     cbf = None
     if args.cbf is not None:
         try:
@@ -105,11 +115,14 @@ def run(args) -> int:
     result = oximetry.venous_oximetry(
         chi, mask, voxel_size, b0_dir=b0_dir, hct=hct, ya=ya, hb_g_per_dl=args.hb,
         pao2_mmhg=args.pao2, cbf=cbf, reference_mask=reference_mask,
-        reference_ppm=args.reference_ppm, labels=labels, label_names=names,
+        reference_ppm=reference_ppm, labels=labels, label_names=names,
         min_radius_mm=args.min_radius, min_aspect=args.min_aspect,
     )
+    if chi_reference is not None:
+        result.summary["reference"]["description"] = chi_reference["source"]
     payload = {"summary": result.summary, "parameters": result.parameters,
-               "rows": result.rows, "regions": result.regions}
+               "rows": result.rows, "regions": result.regions,
+               "chi_reference": chi_reference}
     figure = oximetry.plot_oximetry(result, chi, mask)
     inputs = [p for p in (args.chi, args.mask, args.csf, args.labels,
                           args.cbf if isinstance(cbf, np.ndarray) else None) if p]
@@ -132,3 +145,44 @@ def run(args) -> int:
               f"{result.parameters['min_radius_mm']:.2f} mm and 0 < Yv < 1)")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def csf_level_of_map(chi_path, chi, mask, voxel_size) -> tuple[float, dict]:
+    """The chi of CSF in a map without --csf/--labels/--reference-ppm, and how it was found.
+
+    From the map's ``ChiReference`` (0 for a CSF-referenced map, else its ``CSFPpm``), else
+    from ventricular CSF found in the ``r2star.nii.gz`` beside the map
+    (:func:`qsmkit.reference.find_csf`, R2* < 5 1/s). Raises InputError naming the options
+    when neither gives a level.
+    """
+    from pathlib import Path
+
+    from qsmkit.errors import InputError
+    from qsmkit.io.sidecar import read_chi_reference
+    from qsmkit.reference import find_csf, offset_to_reference
+
+    record, where = read_chi_reference(chi_path)
+    offset = offset_to_reference(record, "csf")
+    if offset is not None:
+        return offset, {"record": record, "source": f"CSF level of the map's ChiReference "
+                        f"({where}: {record.get('Region')})"}
+    r2_path = Path(chi_path).with_name("r2star.nii.gz")
+    if r2_path.exists():
+        import numpy as np
+
+        from qsmkit.io.nifti import load_nifti
+
+        r2, _, _ = load_nifti(r2_path)
+        if r2.shape[:3] == chi.shape and np.any(r2[mask] > 0):
+            csf, criteria = find_csf(chi, mask, voxel_size, r2star_per_s=r2[..., 0]
+                                     if r2.ndim == 4 else r2)
+            if csf.any():
+                value = float(np.median(chi[csf]))
+                return value, {"record": record, "source": f"ventricular CSF from {r2_path.name}"
+                               f" ({criteria}; {int(csf.sum())} voxels)"}
+    known = (f"chi is referenced to {record.get('Region')}" if record
+             else f"the reference of chi is unknown ({where})")
+    raise InputError(
+        f"{known} and no CSF level was found; Yv needs chi relative to CSF: pass --csf "
+        "CSF_MASK, --labels LABELS (with CSF or ventricle labels) or --reference-ppm "
+        "CHI_OF_CSF")

@@ -152,6 +152,8 @@ def _write_bids_maps(result, affine, anat: Path, prefix: str, config: dict) -> N
                               "invert": config.get("invert"), "reference": config.get("reference"),
                               "r2star": config.get("r2star")},
                    "Parameters": config}
+        if suffix == "Chimap":  # how chi was referenced (qsmkit.reference.reference_record)
+            sidecar["ChiReference"] = result.info.get("chi_reference")
         write_json(anat / f"{prefix}_{suffix}.json", sidecar)
 
 

@@ -178,3 +178,60 @@ def write_sidecar(path, meta: dict) -> Path:
     path = Path(path)
     path.write_text(to_json(meta) + "\n", encoding="utf-8")
     return path
+
+
+def chi_sidecar(reference: dict | None, **extra) -> dict:
+    """The JSON sidecar of a chi map: units and how chi was referenced (``ChiReference``, see
+    :func:`qsmkit.reference.reference_record`)."""
+    from qsmkit.reference import REFERENCE_KEY
+
+    meta = {"Units": "ppm", "Description": "magnetic susceptibility (SI)"}
+    meta.update(extra)
+    meta[REFERENCE_KEY] = reference
+    return meta
+
+
+def _record_from_run_info(info: dict) -> dict | None:
+    """A ``ChiReference`` from the ``info.reference`` of a ``qsmkit.json`` written before the
+    record existed (method, statistic, offset; no CSF level)."""
+    ref = info.get("reference") if isinstance(info, dict) else None
+    if not isinstance(ref, dict) or "method" not in ref:
+        return None
+    from qsmkit.reference import _REGION_TEXT
+
+    method = str(ref["method"])
+    return {"Method": method, "Region": _REGION_TEXT.get(method, method),
+            "Statistic": ref.get("statistic"), "OffsetSubtractedPpm": ref.get("offset_ppm"),
+            "BrainMeanPpm": 0.0 if method == "brain" else None,
+            "CSFPpm": 0.0 if method == "csf" else None, "CSFCriteria": ref.get("criteria"),
+            "Fallback": ref.get("fallback")}
+
+
+def read_chi_reference(chi_path) -> tuple[dict | None, str]:
+    """How the chi map at ``chi_path`` was referenced, and where that was read.
+
+    Looks, in order, at the map's own sidecar (``chi.json``: ``ChiReference``), then at the
+    ``qsmkit.json`` of its folder when the map is that run's ``chi.nii.gz`` (``ChiReference``,
+    or the older ``info.reference``). Returns ``(None, reason)`` when nothing says.
+    """
+    from qsmkit.reference import REFERENCE_KEY
+
+    path = Path(chi_path)
+    side = sidecar_path(path)
+    if side.exists():
+        meta = read_json_dict(side)
+        if isinstance(meta.get(REFERENCE_KEY), dict):
+            return meta[REFERENCE_KEY], str(side)
+    run_json = path.with_name("qsmkit.json")
+    if run_json.exists() and path.name.startswith("chi."):
+        meta = read_json_dict(run_json)
+        if isinstance(meta.get(REFERENCE_KEY), dict):
+            return meta[REFERENCE_KEY], str(run_json)
+        record = _record_from_run_info(meta.get("info", {}))
+        if record is not None:
+            return record, str(run_json)
+        config = meta.get("config", {})
+        if isinstance(config, dict) and config.get("reference") == "none":
+            return {"Method": "none", "Region": "none", "BrainMeanPpm": None,
+                    "CSFPpm": None}, str(run_json)
+    return None, f"no {REFERENCE_KEY} in {side.name} or a qsmkit.json beside {path.name}"
