@@ -29,7 +29,7 @@ def _blocks():
 
 def test_statistics_relative_to_csf_exact():
     chi, labels = _blocks()
-    res = roi.roi_statistics(chi, labels, VS, reference="csf")
+    res = roi.roi_statistics(chi, labels, VS, reference="csf", normative="default")
     rows = res.by_name()
     assert res.reference["value_ppm"] == pytest.approx(0.01)
     put = rows["Left-Putamen"]
@@ -133,7 +133,7 @@ def test_phantom_truth_deep_grey_exact():
     phantom = pytest.importorskip("qsmkit.phantom")
     ph = phantom.head_phantom((64, 64, 64), (3.0, 3.0, 3.0), seed=1)
     res = roi.roi_statistics(ph.chi_ppm, ph.labels, ph.voxel_size, lut=ph.label_names,
-                             mask=ph.brain_mask, reference="csf")
+                             mask=ph.brain_mask, reference="csf", normative="default")
     rows = res.by_name()
     for label, name in ph.label_names.items():
         if name.split("_")[0] in ("caudate", "putamen", "globus", "thalamus", "substantia",
@@ -152,7 +152,7 @@ def test_cli_roi_writes_tsv_json_png(tmp_path):
     save_nifti(tmp_path / "aseg.nii.gz", labels.astype(np.int16), affine)
     out = tmp_path / "res" / "roi.tsv"
     assert main(["roi", str(tmp_path / "chi.nii.gz"), str(tmp_path / "aseg.nii.gz"),
-                 "--reference", "csf", "-o", str(out)]) == 0
+                 "--reference", "csf", "--normative", "postmortem", "-o", str(out)]) == 0
     lines = out.read_text().splitlines()
     header = lines[0].split("\t")
     assert header[:10] == ["label", "name", "n_voxels", "volume_mm3", "mean_ppm",

@@ -4,7 +4,18 @@
 label with the columns of ``qsmkit roi``: label, name, n_voxels, volume_mm3, mean_ppm,
 median_ppm, sd_ppm, total_ppm_mm3 (mean x volume, the "total susceptibility" that tracks the
 total iron of a structure when its volume changes), iron_mg_per_kg (see
-:mod:`qsmkit.analysis.iron`) and z (against the normative table, where one matches).
+:mod:`qsmkit.analysis.iron`), z (see below) and, when an R2* map of the same run is given,
+r2star_mean_per_s, r2star_sd_per_s and r2star_n over the same voxels (R2* rises with iron but
+also with myelin, and falls with calcium where chi falls too: the two side by side tell iron
+from its confounds).
+
+z-scores: against age-dependent in-vivo chi norms (:mod:`qsmkit.analysis.norms`, given the
+subject's age), each on its own reference region. The regional mean is re-expressed on the
+norm's reference from levels measured in the same map: CSF from labels named CSF/ventricle
+or from the map's ``ChiReference`` record (the ventricular CSF found at run time), the
+whole-brain mean from the brain mask or the record; when neither is known, no z is given
+and ``z_note`` says why. The older post-mortem iron table (``normative``) is used only when
+asked for, on chi relative to CSF.
 
 Label images: FreeSurfer ``aseg`` and FSL FIRST images with their lookup tables
 (``FreeSurferColorLUT.txt``, a TSV with ``index``/``name`` columns such as BIDS ``dseg.tsv``,
@@ -35,11 +46,14 @@ import scipy.ndimage as ndi
 
 from qsmkit.analysis import check_chi, check_same_grid, check_voxel_size, new_figure
 from qsmkit.analysis import iron as iron_mod
+from qsmkit.analysis.norms import score_region
 from qsmkit.errors import InputError
 
 ROI_COLUMNS = (
     "label", "name", "n_voxels", "volume_mm3", "mean_ppm", "median_ppm", "sd_ppm",
     "total_ppm_mm3", "iron_mg_per_kg", "z", "z_quantity", "normative_name",
+    "norm_mean_ppm", "norm_sd_ppm", "norm_reference", "z_note",
+    "r2star_mean_per_s", "r2star_sd_per_s", "r2star_n",
 )
 _CSF_PATTERN = re.compile(r"csf|ventric|(^|[-_ ])vent$", re.IGNORECASE)
 _NO_IRON_PATTERN = re.compile(
@@ -164,6 +178,56 @@ def reference_mask(reference, labels: np.ndarray, lut: dict[int, str],
     return region, f"label {reference} (mean over label(s) {', '.join(map(str, found))})"
 
 
+def reference_levels(chi, labels, names, mask, chi_reference) -> tuple[dict, dict]:
+    """Mean chi of CSF and of the whole brain in the map's own frame, and where each came
+    from (None when unknown): CSF from labels named CSF/ventricle, else the map's
+    ``ChiReference``; the brain from ``mask``, else the ``ChiReference``."""
+    from qsmkit.reference import offset_to_reference
+
+    levels: dict = {"csf": None, "brain": None}
+    sources: dict = {"csf": None, "brain": None}
+    csf = [k for k, v in names.items() if is_csf_name(v)]
+    region = np.isin(labels, csf) if csf else None
+    if region is not None and region.any():
+        levels["csf"], sources["csf"] = float(chi[region].mean()), "CSF/ventricle labels"
+    if mask is not None and mask.any():
+        levels["brain"], sources["brain"] = float(chi[mask].mean()), "brain mask"
+    for key in ("csf", "brain"):
+        if levels[key] is None:
+            value = offset_to_reference(chi_reference, key)
+            if value is not None:
+                levels[key], sources[key] = value, "the map's ChiReference"
+    return levels, sources
+
+
+def _postmortem_z(name, chi_csf, table, ppm_per_mg_per_kg, has_iron):
+    """z against the post-mortem table (iron or chi rows), on chi relative to CSF."""
+    entry = iron_mod.match_normative(name, table)
+    if entry is None:
+        return None, None, None, None
+    if chi_csf is None:
+        return None, None, None, "the post-mortem norm needs chi relative to CSF (unknown)"
+    if entry.quantity == "chi_ppm":
+        return entry.zscore(chi_csf), "chi_ppm (user table)", entry.name, None
+    if not has_iron:
+        return None, None, None, None
+    iron = float(iron_mod.iron_from_chi(chi_csf, ppm_per_mg_per_kg=ppm_per_mg_per_kg))
+    return entry.zscore(iron), "iron_mg_per_kg (post mortem)", entry.name, None
+
+
+def _r2star_stats(values) -> dict:
+    """Mean, SD and count of the valid (finite, positive) R2* voxels of a region."""
+    out = {"r2star_mean_per_s": None, "r2star_sd_per_s": None, "r2star_n": None}
+    if values is None:
+        return out
+    values = values[np.isfinite(values) & (values > 0)].astype(np.float64)
+    out["r2star_n"] = int(values.size)
+    if values.size:
+        out["r2star_mean_per_s"] = float(values.mean())
+        out["r2star_sd_per_s"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return out
+
+
 def _erode(region: np.ndarray, voxel_size, erode_mm: float) -> np.ndarray:
     if erode_mm <= 0:
         return region
@@ -181,9 +245,13 @@ def roi_statistics(
     reference="auto",
     mask=None,
     erode_mm: float = 0.0,
-    normative="default",
+    normative=None,
     ppm_per_mg_per_kg: float = iron_mod.IRON_PPM_PER_MG_PER_KG,
     min_voxels: int = 1,
+    norms="default",
+    age_years: float | None = None,
+    chi_reference: dict | None = None,
+    r2star_per_s=None,
 ) -> RoiResult:
     """Chi statistics per label.
 
@@ -199,10 +267,18 @@ def roi_statistics(
     mask : optional (X, Y, Z) bool brain mask; restricts every region and defines "brain"
     erode_mm : erode each region by this distance (mm) before measuring, against partial
         volume at its edges (regions that would vanish are kept whole)
-    normative : "default" (the shipped table), None (no z-scores) or a list of
-        :class:`qsmkit.analysis.iron.NormativeEntry`
+    normative : None (default), "default" (the post-mortem iron table of Hallgren &
+        Sourander 1958) or a list of :class:`qsmkit.analysis.iron.NormativeEntry`; used for z
+        only where no in-vivo norm scores the region, on chi relative to CSF
     ppm_per_mg_per_kg : chi-iron factor (ppm per mg/kg), Langkammer 2012 by default
     min_voxels : skip labels with fewer voxels
+    norms : "default" (the in-vivo table shipped with qsmkit), None, or a list of
+        :class:`qsmkit.analysis.norms.ChiNorm`
+    age_years : the subject's age (years), needed by the age-dependent norms
+    chi_reference : the map's ``ChiReference`` record (:mod:`qsmkit.reference`): its CSF and
+        brain levels convert the values to a norm's reference when the labels and mask do not
+    r2star_per_s : optional (X, Y, Z) R2* map (1/s) of the same run; zeros (outside its mask)
+        and non-finite voxels are left out
 
     Returns
     -------
@@ -228,10 +304,19 @@ def roi_statistics(
     if normative == "default":
         normative = iron_mod.load_normative()
     normative = list(normative or [])
+    if isinstance(norms, str) and norms == "default":
+        from qsmkit.analysis.norms import load_norms
+
+        norms = load_norms()
+    norms = list(norms or [])
+    r2 = None
+    if r2star_per_s is not None:
+        r2 = check_same_grid(chi, r2star_per_s, "the R2* map").astype(np.float32)
 
     ref_region, ref_text = reference_mask(reference, labels, names, mask)
     ref_value = float(chi[ref_region].mean()) if ref_region is not None else 0.0
     ref_n = int(ref_region.sum()) if ref_region is not None else 0
+    levels, level_sources = reference_levels(chi, labels, names, mask, chi_reference)
 
     voxel_mm3 = float(np.prod(vs))
     rows = []
@@ -250,30 +335,41 @@ def roi_statistics(
         volume = values.size * voxel_mm3
         iron = None if _NO_IRON_PATTERN.search(name) else float(
             iron_mod.iron_from_chi(mean, ppm_per_mg_per_kg=ppm_per_mg_per_kg))
-        entry = iron_mod.match_normative(name, normative) if normative else None
-        z = None
-        if entry is not None:
-            if entry.quantity == "chi_ppm":
-                z = entry.zscore(mean)
-            elif iron is not None:
-                z = entry.zscore(iron)
+        on_reference = {k: (None if lev is None else mean + ref_value - lev)
+                        for k, lev in levels.items()}
+        scored = score_region(name, on_reference, age_years, norms)
+        z, quantity, norm_name = scored["z"], None, None
+        if z is not None:
+            quantity = f"chi_ppm (in vivo, relative to {scored['norm_reference']})"
+            norm_name = scored["norm_source"]
+        elif normative:
+            z, quantity, norm_name, note = _postmortem_z(
+                name, on_reference["csf"], normative, ppm_per_mg_per_kg, iron is not None)
+            scored["z_note"] = note or scored["z_note"]
+        r2_stats = _r2star_stats(r2[slc][region] if r2 is not None else None)
         rows.append({
             "label": value, "name": name, "n_voxels": int(values.size), "volume_mm3": volume,
             "mean_ppm": mean, "median_ppm": float(np.median(values)),
             "sd_ppm": float(values.std(ddof=1)) if values.size > 1 else 0.0,
             "total_ppm_mm3": mean * volume, "iron_mg_per_kg": iron, "z": z,
-            "z_quantity": entry.quantity if z is not None else None,
-            "normative_name": entry.name if z is not None else None,
+            "z_quantity": quantity, "normative_name": norm_name,
+            "norm_mean_ppm": scored["norm_mean_ppm"], "norm_sd_ppm": scored["norm_sd_ppm"],
+            "norm_reference": scored["norm_reference"],
+            "z_note": None if z is not None else scored["z_note"], **r2_stats,
         })
     return RoiResult(
         rows=rows,
         reference={"kind": ref_text.split(" ")[0], "requested": str(reference),
                    "description": ref_text, "value_ppm": ref_value,
-                   "n_voxels": ref_n},
+                   "n_voxels": ref_n, "chi_reference": chi_reference,
+                   "levels_ppm": levels, "level_sources": level_sources},
         parameters={"voxel_size_mm": vs.tolist(), "erode_mm": float(erode_mm),
                     "ppm_per_mg_per_kg": float(ppm_per_mg_per_kg),
                     "iron_factor_source": "Langkammer et al. NeuroImage 2012;62:1593-1599",
                     "normative_entries": [e.name for e in normative],
+                    "norms": [f"{n.structure} ({n.reference}, {n.age_min:g}-{n.age_max:g} y): "
+                              f"{n.source}" for n in norms],
+                    "age_years": age_years, "r2star": r2 is not None,
                     "min_voxels": int(min_voxels)},
     )
 
@@ -306,8 +402,13 @@ def write_table(rows, path, columns=ROI_COLUMNS):
     return Path(path)
 
 
-def plot_roi(result: RoiResult, chi_ppm=None, labels=None):
-    """Figure: mean +/- SD chi per label (bars) and, if given, an axial slice with outlines."""
+def plot_roi(result: RoiResult, chi_ppm=None, labels=None, *, affine=None):
+    """Figure: mean +/- SD chi per label (bars) and, if given, an axial slice with outlines.
+
+    The slice is radiological (patient right on the left, anterior up) with orientation
+    letters from ``affine`` (voxel-to-world; default identity, i.e. voxel axes taken as RAS),
+    see :func:`qsmkit.report.figures.oriented_panel`.
+    """
     rows = [r for r in result.rows if r["n_voxels"] > 0]
     has_image = chi_ppm is not None and labels is not None
     fig = new_figure(12.0 if has_image else 8.0, 4.5)
@@ -321,18 +422,23 @@ def plot_roi(result: RoiResult, chi_ppm=None, labels=None):
     ax.set_xlabel(f"chi (ppm) relative to {result.reference['kind']}")
     ax.set_title("Regional susceptibility (red: |z| >= 2)")
     if has_image:
+        from qsmkit.report.figures import oriented_panel, to_ras
+
         chi = np.asarray(chi_ppm)
-        labels = np.asarray(labels)
+        affine = np.eye(4) if affine is None else np.asarray(affine, float)
+        labels_ras = to_ras(np.asarray(labels), affine)
         # The axial slice crossing the most reported regions.
-        reported = np.isin(labels, [r["label"] for r in rows])
-        counts = [len(np.unique(labels[:, :, z][reported[:, :, z]]))
-                  for z in range(labels.shape[2])]
+        reported = np.isin(labels_ras, [r["label"] for r in rows])
+        counts = [len(np.unique(labels_ras[:, :, z][reported[:, :, z]]))
+                  for z in range(labels_ras.shape[2])]
         k = int(np.argmax(counts))
         ax2 = fig.add_subplot(1, 2, 2)
-        ax2.imshow(chi[:, :, k].T, origin="lower", cmap="gray", vmin=-0.15, vmax=0.25)
-        ax2.contour(labels[:, :, k].T, levels=np.unique(labels[:, :, k])[1:] - 0.5,
-                    colors="yellow", linewidths=0.5)
-        ax2.set_title(f"chi (ppm), slice z={k}")
-        ax2.axis("off")
+        view, _ = oriented_panel(ax2, chi, affine, "axial", ras_slice=k, vmin=-0.15,
+                                 vmax=0.25)
+        plane = view.image(labels_ras, k)
+        if np.unique(plane).size > 1:
+            ax2.contour(plane, levels=np.unique(plane)[1:] - 0.5, colors="yellow",
+                        linewidths=0.5)
+        ax2.set_title(f"chi (ppm), axial slice {k}")
     fig.tight_layout()
     return fig

@@ -44,7 +44,13 @@ a significance verdict: read p_adjusted, corrected across the compared regions
 When the group column is not in TABLE, --participants joins it from a BIDS participants.tsv
 on the subject (participant_id with or without 'sub-'). Cells 'n/a', 'nan' or empty are
 missing values and are left out. Without --regions, every region of the two groups is
-compared, except regions with fewer than 2 values or no variance in a group (listed)."""
+compared, except regions with fewer than 2 values or no variance in a group (listed).
+
+R2* beside chi: when TABLE has the column r2star_mean_per_s (qsmkit roi and qsmkit bids write
+it when the run has an R2* map) and another column is compared, the same regions are also
+compared on R2*, corrected across them the same way, in the columns r2star_mean_a,
+r2star_mean_b, r2star_difference, r2star_cohens_d, r2star_p_adjusted and r2star_auc (empty
+where a region has too few R2* values). Iron raises both; myelin and calcium move them apart."""
 
 MISSING = {"", "n/a", "na", "nan", "none", "null"}
 OUTPUT_COLUMNS = (
@@ -58,6 +64,9 @@ _UNIT_SUFFIXES = (
     ("_ppb", "ppb"), ("_ml", "mL"), ("_hz", "Hz"), ("_per_s", "1/s"), ("_ms", "ms"),
     ("_mm", "mm"), ("_s", "s"),
 )
+R2STAR_COLUMN = "r2star_mean_per_s"
+R2STAR_COLUMNS = ("r2star_mean_a", "r2star_mean_b", "r2star_difference", "r2star_cohens_d",
+                  "r2star_p_adjusted", "r2star_auc")
 _UNIT_NAMES = {"n_voxels": "voxels", "z": "SD of the normative table"}
 MAX_PANELS = 24
 
@@ -250,6 +259,30 @@ def _unit_of(column: str) -> str:
     return ""
 
 
+def _r2star_beside(out_rows, r2_values, groups, args) -> None:
+    """Add the R2* comparison of the same regions (B against A) to each output row."""
+    from qsmkit.analysis import stats
+
+    group_a, group_b = groups
+    scale = max((abs(v) for per_group in r2_values.values() for by_subject in per_group.values()
+                 for v in by_subject.values()), default=0.0)
+    usable = [r["region"] for r in out_rows if r["region"] in r2_values
+              and _usable(r2_values[r["region"]], groups, scale) is None]
+    found = {}
+    if usable:
+        for r in stats.compare_regions(
+                {k: list(r2_values[k][group_b].values()) for k in usable},
+                {k: list(r2_values[k][group_a].values()) for k in usable},
+                test=args.test, correction=args.correction, auc_ci=args.auc_ci,
+                confidence=args.confidence):
+            found[r["region"]] = {
+                "r2star_mean_a": r["mean_b"], "r2star_mean_b": r["mean_a"],
+                "r2star_difference": r["difference"], "r2star_cohens_d": r["cohens_d"],
+                "r2star_p_adjusted": r["p_adjusted"], "r2star_auc": r["auc"]}
+    for row in out_rows:
+        row.update(found.get(row["region"], dict.fromkeys(R2STAR_COLUMNS)))
+
+
 # ---------------------------------------------------------------- figure
 
 
@@ -387,6 +420,15 @@ def run(args) -> int:
             "direction": "higher" if diff > 0 else "lower" if diff < 0 else "equal",
         })
 
+    columns_out = OUTPUT_COLUMNS
+    if R2STAR_COLUMN in columns and args.value != R2STAR_COLUMN:
+        r2_values, _ = _collect(rows, subject_column=subject_column,
+                                region_column=args.region_column,
+                                group_column=args.group_column, groups=groups,
+                                value_column=R2STAR_COLUMN, session=args.session)
+        _r2star_beside(out_rows, r2_values, groups, args)
+        columns_out = OUTPUT_COLUMNS + R2STAR_COLUMNS
+
     unit = args.unit if args.unit is not None else _unit_of(args.value)
     significant = [r for r in out_rows if r["p_adjusted"] < 0.05]
     summary = {
@@ -412,7 +454,7 @@ def run(args) -> int:
     payload = {"summary": summary, "parameters": parameters, "rows": out_rows}
     figure = plot_comparison(out_rows, values, groups, args.value, unit)
     inputs = [p for p in (args.table, args.participants) if p]
-    paths = write_analysis_outputs(args.output, format_tsv(out_rows, OUTPUT_COLUMNS), payload,
+    paths = write_analysis_outputs(args.output, format_tsv(out_rows, columns_out), payload,
                                    figure, command=getattr(args, "command_line",
                                                            "qsmkit compare"),
                                    inputs=inputs, force=args.force)
