@@ -80,3 +80,45 @@ def test_chi_window_ignores_outliers():
     assert 0.05 < clean < 0.07  # 98th percentile of |N(0, 0.03)| ~ 2.05 sigma
     assert chi_window(spoiled, mask) < 0.1  # not ±2.7 ppm
     assert chi_window(-spoiled, mask) < 0.1  # symmetric about zero either way
+
+
+def test_analysis_figures_carry_letters_of_their_grid(synthetic_run, tmp_path):
+    """lesions, roi, rims and oximetry draw radiological panels lettered from the affine
+    (the synthetic run is stored LAS), and the report shows the letters in the captions."""
+    import shutil
+
+    from qsmkit.cli.main import main
+    from qsmkit.io.nifti import load_nifti, save_nifti
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    chi, affine, _ = load_nifti(run / "chi.nii.gz")
+    mask = load_nifti(run / "mask.nii.gz")[0] > 0.5
+    labels = np.where(mask, 2, 0).astype(np.int16)
+    labels[chi > 0.1] = 1
+    save_nifti(tmp_path / "labels.nii.gz", labels, affine)
+    lesion = np.zeros(chi.shape, np.uint8)
+    lesion[16:25, 14:23, 8:17] = 1  # a block around the calcification L2 (27, 18, 12)
+    save_nifti(tmp_path / "lesion.nii.gz", lesion, affine)
+    commands = {
+        "lesions.png": ["lesions", str(run / "chi.nii.gz"), str(run / "mask.nii.gz"), "-o",
+                        str(run / "lesions.tsv"), "--force"],
+        "roi.png": ["roi", str(run / "chi.nii.gz"), str(tmp_path / "labels.nii.gz"), "-o",
+                    str(run / "roi.tsv"), "--force"],
+        "rims.png": ["rims", str(run / "chi.nii.gz"), str(tmp_path / "lesion.nii.gz"), "-o",
+                     str(run / "rims.tsv"), "--force"],
+        "veins.png": ["oximetry", str(run / "chi.nii.gz"), str(run / "mask.nii.gz"), "-o",
+                      str(run / "veins.tsv"), "--reference-ppm", "0", "--force"],
+    }
+    from qsmkit.report.html import figure_orientation
+
+    for name, argv in commands.items():
+        assert main(argv) == 0, name
+        text = figure_orientation(run / name)
+        assert "left R right L bottom P top A" in text, (name, text)  # an axial panel
+    assert "sagittal projection: left A right P bottom I top S" in figure_orientation(
+        run / "lesions.png")
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    for name in commands:
+        assert f'data-file="{name}" data-orientation=' in page, name

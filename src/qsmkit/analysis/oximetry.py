@@ -858,30 +858,46 @@ def venous_oximetry(
     return OximetryResult(rows, regions, summary, parameters, seg)
 
 
-def plot_oximetry(result: OximetryResult, chi_ppm, mask=None):
-    """Axial maximum-intensity projection of chi with the vein segments coloured by Yv."""
+def plot_oximetry(result: OximetryResult, chi_ppm, mask=None, *, affine=None):
+    """Axial maximum-intensity projection of chi with the vein segments coloured by Yv, and
+    the histogram of Yv of the usable segments (fixed bins of 0.025 over 0..1).
+
+    The projection is radiological (patient right on the left, anterior up) with orientation
+    letters from ``affine`` (voxel-to-world; default identity, i.e. voxel axes taken as RAS),
+    see :func:`qsmkit.report.figures.oriented_panel`.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    from qsmkit.report.figures import oriented_panel, ras_index
+
     chi = np.asarray(chi_ppm)
+    affine = np.eye(4) if affine is None else np.asarray(affine, float)
     if mask is not None:
         chi = np.where(np.asarray(mask, bool), chi, 0.0)
     fig = new_figure(11.0, 4.5)
     ax = fig.add_subplot(1, 2, 1)
-    ax.imshow(chi.max(axis=2).T, origin="lower", cmap="gray", vmin=-0.1, vmax=0.5)
-    veins = result.segmentation.mask.any(axis=2)
-    if veins.any():
-        ax.contour(veins.T.astype(float), levels=[0.5], colors="orange", linewidths=0.5)
+    view, ras_shape = oriented_panel(ax, chi, affine, "axial", projection="max", vmin=-0.1,
+                                     vmax=0.5, outline=result.segmentation.mask,
+                                     outline_colour="orange")
     rows = result.rows
-    sc = ax.scatter([r["x"] for r in rows], [r["y"] for r in rows],
+    points = [view.point(ras_index((r["x"], r["y"], r["z"]), affine, chi.shape), ras_shape)
+              for r in rows]
+    sc = ax.scatter([p[0] for p in points], [p[1] for p in points],
                     c=[r["yv"] for r in rows], cmap="coolwarm_r", vmin=0.4, vmax=0.9,
                     s=[40 if r["usable"] else 12 for r in rows], edgecolors="k")
-    for r in rows:
-        ax.annotate(str(r["id"]), (r["x"], r["y"]), fontsize=6, color="yellow")
+    for r, p in zip(rows, points, strict=True):
+        ax.annotate(str(r["id"]), p, fontsize=6, color="yellow")
     fig.colorbar(sc, ax=ax, label="Yv")
     ax.set_title("chi MIP (axial), vein outline, segments (large: usable)", fontsize=9)
-    ax.axis("off")
     ax2 = fig.add_subplot(1, 2, 2)
     usable = [r["yv"] for r in result.rows if r["usable"]]
     if usable:
-        ax2.hist(usable, bins=min(20, max(5, len(usable))), color="tab:blue")
+        # Fixed bins over the physical range: a narrow spread of Yv no longer gives a crowd
+        # of long, overprinting tick labels.
+        ax2.hist(np.clip(usable, 0.0, 1.0), bins=np.linspace(0.0, 1.0, 41), color="tab:blue")
+    ax2.set_xlim(0.0, 1.0)
+    ax2.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
     if result.summary["yv_length_weighted"] is not None:
         ax2.axvline(result.summary["yv_length_weighted"], color="r",
                     label=f"length-weighted Yv = {result.summary['yv_length_weighted']:.2f}")

@@ -262,8 +262,18 @@ def rim_lesions(
     return RimResult(rows, summary, parameters, per_slice)
 
 
-def plot_rims(result: RimResult, chi_ppm, lesion_mask, *, slice_axis: int = 2, max_panels=8):
-    """One panel per lesion (its central slice, lesion outline) plus rim fraction per slice."""
+def plot_rims(result: RimResult, chi_ppm, lesion_mask, *, slice_axis: int = 2, max_panels=8,
+              affine=None):
+    """One panel per lesion (its central slice, lesion outline) plus rim fraction per slice.
+
+    Lesion panels are radiological with orientation letters from ``affine`` (voxel-to-world;
+    default identity, i.e. voxel axes taken as RAS): the plane normal to voxel axis
+    ``slice_axis``, drawn as :func:`qsmkit.report.figures.oriented_panel` draws it.
+    """
+    from qsmkit.report.figures import oriented_panel, plane_of_axis
+
+    affine = np.eye(4) if affine is None else np.asarray(affine, float)
+    plane = plane_of_axis(affine, slice_axis)
     chi = np.asarray(chi_ppm)
     labels = _lesion_labels(np.asarray(lesion_mask))
     rows = result.rows[:max_panels]
@@ -273,18 +283,14 @@ def plot_rims(result: RimResult, chi_ppm, lesion_mask, *, slice_axis: int = 2, m
     for k, row in enumerate(rows, start=1):
         ax = fig.add_subplot(1, n, k)
         c = [int(round(row[a])) for a in ("x", "y", "z")]
-        sl = [slice(max(0, c[a] - half), c[a] + half + 1) for a in range(3)]
-        sl[slice_axis] = c[slice_axis]
-        img = chi[tuple(sl)]
-        outline = labels[tuple(sl)] == row["id"]
+        sl = tuple(slice(max(0, c[a] - half), c[a] + half + 1) for a in range(3))
+        centre = [c[a] - sl[a].start for a in range(3)]
         wm = row["wm_ppm"]
-        ax.imshow(img.T, origin="lower", cmap="gray", vmin=wm - 0.1, vmax=wm + 0.1)
-        if outline.any():
-            ax.contour(outline.T.astype(float), levels=[0.5], colors="orange", linewidths=0.7)
+        oriented_panel(ax, chi[sl], affine, plane, centre, vmin=wm - 0.1, vmax=wm + 0.1,
+                       outline=labels[sl] == row["id"], outline_colour="orange", fontsize=7)
         colour = "red" if row["class"] == "rim+" else "deepskyblue"
         ax.set_title(f"#{row['id']} {row['class']}\nfrac {row['rim_fraction']:.2f}, "
                      f"{row['rim_slices']} sl", fontsize=7, color=colour)
-        ax.axis("off")
     ax = fig.add_subplot(1, n, n)
     for row in rows:
         pts = result.slices.get(row["id"], [])

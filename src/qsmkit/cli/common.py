@@ -248,7 +248,10 @@ def write_analysis_outputs(output, tsv_text: str, payload: dict, figure, *, comm
                        protect=[Path(p) for p in inputs if p]) as stage:
         (stage / tsv.name).write_text(tsv_text)
         (stage / js.name).write_text(to_json(record) + "\n")
-        figure.savefig(stage / png.name, dpi=110)
+        from qsmkit.report.figures import orientation_metadata
+
+        # The orientation letters of the panels travel in the PNG (the report's captions).
+        figure.savefig(stage / png.name, dpi=110, metadata=orientation_metadata(figure))
         written += [tsv, js, png]
         for suffix, text in (extra_tables or {}).items():
             name = tsv.stem + suffix + ".tsv"

@@ -123,7 +123,7 @@ def run(args) -> int:
     payload = {"summary": result.summary, "parameters": result.parameters,
                "rows": result.rows, "regions": result.regions,
                "chi_reference": chi_reference}
-    figure = oximetry.plot_oximetry(result, chi, mask)
+    figure = oximetry.plot_oximetry(result, chi, mask, affine=affine)
     inputs = [p for p in (args.chi, args.mask, args.csf, args.labels,
                           args.cbf if isinstance(cbf, np.ndarray) else None) if p]
     paths = write_analysis_outputs(

@@ -46,7 +46,7 @@ def run(args) -> int:
     from qsmkit.cli.common import load_chi, load_mask, print_table, write_analysis_outputs
     from qsmkit.io.nifti import load_nifti
 
-    chi, _, voxel_size = load_chi(args.chi)
+    chi, affine, voxel_size = load_chi(args.chi)
     lesion_mask, _, _ = load_nifti(args.lesion_mask, dtype=float)
     if lesion_mask.ndim == 4 and lesion_mask.shape[3] == 1:
         lesion_mask = lesion_mask[..., 0]
@@ -57,7 +57,8 @@ def run(args) -> int:
     payload = {"summary": result.summary, "parameters": result.parameters,
                "rows": result.rows,
                "slices": {str(k): v for k, v in result.slices.items()}}
-    figure = rims.plot_rims(result, chi, lesion_mask, slice_axis=args.slice_axis)
+    figure = rims.plot_rims(result, chi, lesion_mask, slice_axis=args.slice_axis,
+                            affine=affine)
     paths = write_analysis_outputs(
         args.output, format_tsv(result.rows, rims.RIM_COLUMNS), payload, figure,
         command="rims", inputs=[p for p in (args.chi, args.lesion_mask, args.mask) if p],

@@ -131,6 +131,13 @@ def plane_views(affine, shape=(1, 1, 1)) -> dict[str, PlaneView]:
     return views
 
 
+def plane_of_axis(affine, axis: int) -> str:
+    """Name of the display plane normal to native voxel ``axis`` ("axial", "coronal" or
+    "sagittal"), from the axis's closest anatomical direction."""
+    ras_axis = int(nib.orientations.io_orientation(np.asarray(affine, float))[axis, 0])
+    return {0: "sagittal", 1: "coronal", 2: "axial"}[ras_axis]
+
+
 def annotate_letters(ax, letters, *, fontsize: float = 9, colour: str = "w") -> None:
     """Write orientation ``letters`` (left, right, bottom, top) at the edges of ``ax``."""
     left, right, bottom, top = letters
@@ -177,7 +184,7 @@ def ras_zooms(affine) -> np.ndarray:
 
 def oriented_panel(ax, volume, affine, plane: str, centre=None, *, cmap=GREY_CMAP, vmin=None,
                    vmax=None, outline=None, outline_colour="yellow", fontsize: float = 8,
-                   projection: str | None = None):
+                   projection: str | None = None, ras_slice: int | None = None):
     """Draw one radiological panel of a native-grid ``volume`` on ``ax``, with letters.
 
     Parameters
@@ -189,7 +196,9 @@ def oriented_panel(ax, volume, affine, plane: str, centre=None, *, cmap=GREY_CMA
     plane : {"axial", "coronal", "sagittal"}
     centre : 3 numbers, optional
         Native voxel index the slice passes through (default: the middle of the volume);
-        ignored when ``projection`` is given.
+        ignored when ``projection`` or ``ras_slice`` is given.
+    ras_slice : int, optional
+        Slice index along the plane normal in ``to_ras`` order (instead of ``centre``).
     projection : {"max", "min", "maxmin"}, optional
         Draw an intensity projection along the plane normal instead of one slice
         ("maxmin": maximum plus minimum, shows both signs).
@@ -207,8 +216,9 @@ def oriented_panel(ax, volume, affine, plane: str, centre=None, *, cmap=GREY_CMA
     view = plane_views(affine, shape)[plane]
     if projection is None:
         centre = (np.asarray(shape[:3]) - 1) / 2 if centre is None else centre
-        k = int(np.clip(round(float(ras_index(centre, affine, shape)[view.axis])), 0,
-                        data.shape[view.axis] - 1))
+        k = (ras_slice if ras_slice is not None
+             else round(float(ras_index(centre, affine, shape)[view.axis])))
+        k = int(np.clip(k, 0, data.shape[view.axis] - 1))
         image = view.image(data, k)
     else:
         reducers = {"max": (np.max,), "min": (np.min,), "maxmin": (np.max, np.min)}
