@@ -19,6 +19,7 @@ from qsmkit.inversion._common import (
     prepare,
 )
 from qsmkit.ops import adjoint_gradient, forward_gradient
+from qsmkit.progress import iterations
 from qsmkit.solvers import cg
 
 DEFAULT_LAM = 5e-4
@@ -179,7 +180,7 @@ def medi(
         out[csf] = x[csf] - np.float32(x[csf].mean(dtype=np.float64))
         return out
 
-    for _ in range(max_iter):
+    for _ in iterations(max_iter, "MEDI Gauss-Newton"):
         dchi_field = prob.convolve(chi)
         g = forward_gradient(chi, vs)
         g *= edge_weight

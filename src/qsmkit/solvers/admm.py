@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from qsmkit.progress import iterations
+
 
 class Prox:
     """A proximal step ``out <- prox(v)`` for one constraint.
@@ -103,7 +105,7 @@ def admm(
     ts = [np.array(a, copy=True) for a in z0]
     residual = math.inf
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in iterations(max_iter, "ADMM"):
         x_new, axs = x_update(ts)
         num = _norm_sq(x_new - x) if x_new.shape == x.shape else math.inf
         den = _norm_sq(x_new)

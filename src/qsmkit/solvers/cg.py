@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from qsmkit.progress import iterations
+
 
 def _dot(a, b) -> float:
     return float(np.vdot(a.ravel(), b.ravel()).real)
@@ -36,7 +38,7 @@ def cg(
     b_norm = np.sqrt(_dot(b, b))
     if b_norm == 0:
         return x, 0
-    for it in range(1, max_iter + 1):
+    for it in iterations(max_iter, "CG"):
         ap = apply_a(p)
         pap = _dot(p, ap)
         if pap <= 0:
