@@ -179,3 +179,49 @@ def test_two_bleeds_bridged_by_a_streak_are_two_findings():
     # The streak belongs to the stronger source's finding, not a finding of its own.
     assert res.summary["counts"]["calcification"] == 0
     assert res.summary["counts"]["indeterminate"] == 0
+
+
+def test_large_hemorrhage_edge_patch_and_thumbnails(tmp_path, capsys):
+    """A 1.1 mL haematoma is its own class with volume and moment (not 'rejected'), a bright
+    patch at the mask edge is an artefact, a dark streak is an artefact, a vein crossing the
+    slices (a dot on each slice, weaker between its ends) is a vein, and every finding gets a
+    reason and a thumbnail; the terminal says a large source is present."""
+    from qsmkit.cli.main import main
+    from qsmkit.io.nifti import save_nifti
+
+    rng = np.random.default_rng(5)
+    chi = (-0.02 + rng.normal(0, 0.01, SHAPE)).astype(np.float32)
+    chi[_ball((20, 20, 24), 6.4)] += 1.0  # 4/3 pi 6.4^3 = 1.10 mL
+    chi[_ball((48, 16, 24), 2.0)] += 0.8  # a microbleed
+    chi[_ball((56, 48, 2), 1.5)] += 0.8  # at the edge of the mask (z = 2..45)
+    chi[_rod((16, 50, 14), (36, 50, 30), 1.0)] -= 0.5  # a thin dark streak
+    rod = _rod((46, 44, 4), (46, 44, 44), 1.2)
+    z = _grid()[..., 2]
+    chi[rod] += np.where(np.abs(z - 24) > 14, 0.6, 0.2)[rod]  # vein, bright near its ends
+    mask = np.zeros(SHAPE, bool)
+    mask[2:-2, 2:-2, 2:-2] = True
+    res = lesions.detect_lesions(chi, mask, (1.0, 1.0, 1.0), vessel_tree=False)
+    big = _at(res, (20, 20, 24))
+    assert big["class"] == "large_hemorrhage"
+    assert big["volume_ml"] == pytest.approx(1.10, rel=0.15)
+    assert big["moment_ppm_ml"] == pytest.approx(1.10, rel=0.15)
+    assert _at(res, (48, 16, 24))["class"] == "microbleed"
+    assert _at(res, (56, 48, 2.5))["class"] == "artefact"
+    assert "edge" in _at(res, (56, 48, 2.5))["reason"]
+    assert _at(res, (26, 50, 22), tol=4)["class"] == "artefact"
+    vein_rows = [r for r in res.rows if rod[int(round(r["x"])), int(round(r["y"])),
+                                          int(round(r["z"]))]]
+    assert vein_rows and all(r["class"] == "vein" for r in vein_rows), vein_rows
+    assert res.summary["n_rejected"] == 0 and all(r["reason"] for r in res.rows)
+    save_nifti(tmp_path / "chi.nii.gz", chi, np.eye(4))
+    save_nifti(tmp_path / "mask.nii.gz", mask, np.eye(4))
+    out = tmp_path / "lesions.tsv"
+    assert main(["lesions", str(tmp_path / "chi.nii.gz"), str(tmp_path / "mask.nii.gz"),
+                 "--no-vessel-tree", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "ATTENTION: large paramagnetic source" in text and "mL" in text
+    header = out.read_text().splitlines()[0].split("\t")
+    assert "reason" in header and header[-1] == "thumbnail"
+    payload = json.loads(out.with_suffix(".json").read_text())
+    for row in payload["rows"]:
+        assert (tmp_path / row["thumbnail"]).stat().st_size > 1000
