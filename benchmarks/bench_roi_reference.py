@@ -27,7 +27,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from independent_phantom import TISSUES, make_independent_phantom, write_nifti_echoes  # noqa: E402
-
 from qsmkit.cli.main import main  # noqa: E402
 from qsmkit.io.nifti import save_nifti  # noqa: E402
 
