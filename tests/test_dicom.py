@@ -19,11 +19,9 @@ from qsmkit.geometry import affine_from_geometry
 from qsmkit.io.dicom import (
     _fix_slice_chopping,
     read_dicom,
-    read_series_volume,
     reorient_closest_canonical,
-    scan_dicom_folder,
 )
-from qsmkit.io.dicom_export import choose_rescale, export_dicom_series, write_gre_dicom
+from qsmkit.io.dicom_export import write_gre_dicom
 from qsmkit.units import wrap_phase
 
 SHAPE = (10, 8, 6)
@@ -327,85 +325,3 @@ def test_slice_chopping_is_detected_and_undone():
     untouched = smooth.copy()
     assert not _fix_slice_chopping(untouched)
     np.testing.assert_array_equal(untouched, smooth)
-
-
-# ----------------------------------------------------------------------------------------
-# Export of derived maps
-
-
-@pytest.mark.parametrize("geometry", ["axial", "oblique", "oblique_las"])
-def test_export_round_trip(tmp_path, geometry):
-    rng = np.random.default_rng(3)
-    chi = rng.normal(0, 0.08, SHAPE)
-    chi[0, 0, 0] = 0.61
-    affine = _affine(geometry)
-    files = export_dicom_series(chi, affine, tmp_path / "chi", series_description="QSM chi",
-                                unit="ppm", kind="chi")
-    assert len(files) == SHAPE[2]
-    series = scan_dicom_folder(tmp_path / "chi")
-    assert len(series) == 1
-    values, _, back_affine = read_series_volume(series[0], "magnitude")
-    slope = choose_rescale(chi)
-    assert slope == pytest.approx(2e-5)  # 0.61 ppm / 32000 -> next 1-2-5 step
-    np.testing.assert_allclose(back_affine, affine, atol=1e-3)
-    assert np.abs(values[..., 0] - chi).max() <= slope / 2 + 1e-9
-    ds = pydicom.dcmread(files[0])
-    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4"
-    assert float(ds.RescaleSlope) == pytest.approx(slope)
-    assert float(ds.RescaleIntercept) == 0
-    assert ds.RescaleType == "ppm"
-    assert float(ds.WindowCenter) == 0 and float(ds.WindowWidth) == pytest.approx(0.4)
-    assert ds.PixelRepresentation == 1 and ds.BitsStored == 16
-    assert ds.RealWorldValueMappingSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "ppm"
-
-
-def test_export_carries_study_and_makes_new_uids(tmp_path):
-    acq = _acquisition(_affine("axial"))
-    write_gre_dicom(acq, tmp_path / "source")
-    source = read_dicom(tmp_path / "source")
-    chi = np.zeros(SHAPE)
-    chi[3:6, 2:5, 1:4] = 0.1
-    out = export_dicom_series(chi, source.affine, tmp_path / "out" / "chi",
-                              source_datasets=source.dicom_reference,
-                              series_description="QSM chi (ppm)")
-    r2s = export_dicom_series(np.full(SHAPE, 25.0), source.affine, tmp_path / "out" / "r2star",
-                              source_datasets=source.dicom_reference,
-                              series_description="R2* (1/s)", unit="1/s", kind="r2star")
-    first = pydicom.dcmread(out[0])
-    original = pydicom.dcmread(next((tmp_path / "source").rglob("*.dcm")))
-    assert first.StudyInstanceUID == original.StudyInstanceUID
-    assert first.FrameOfReferenceUID == original.FrameOfReferenceUID
-    assert str(first.PatientName) == str(original.PatientName)
-    assert first.SeriesInstanceUID != original.SeriesInstanceUID
-    assert int(first.SeriesNumber) == 1005  # 1000 + the magnitude series number
-    sops = {pydicom.dcmread(p).SOPInstanceUID for p in out + r2s}
-    assert len(sops) == len(out) + len(r2s)
-    assert pydicom.dcmread(r2s[0]).SeriesInstanceUID != first.SeriesInstanceUID
-    assert pydicom.dcmread(r2s[0]).RescaleType == "1/s"
-
-
-def test_export_without_source_keeps_maps_in_one_study(tmp_path):
-    chi = export_dicom_series(np.zeros(SHAPE), _affine("axial"), tmp_path / "dicom" / "chi",
-                              series_description="chi")
-    r2 = export_dicom_series(np.ones(SHAPE), _affine("axial"), tmp_path / "dicom" / "r2star",
-                             series_description="r2", unit="1/s", kind="r2star")
-    a, b = pydicom.dcmread(chi[0]), pydicom.dcmread(r2[0])
-    assert a.StudyInstanceUID == b.StudyInstanceUID
-    assert a.SeriesInstanceUID != b.SeriesInstanceUID
-
-
-def test_export_rejects_bad_input(tmp_path):
-    bad = np.zeros(SHAPE)
-    bad[1, 1, 1] = np.nan
-    with pytest.raises(InputError, match="NaN"):
-        export_dicom_series(bad, _affine("axial"), tmp_path / "x", series_description="x")
-    with pytest.raises(InputError, match="3D"):
-        export_dicom_series(np.zeros((4, 4)), np.eye(4), tmp_path / "x", series_description="x")
-    sheared = np.eye(4)
-    sheared[0, 1] = 0.5
-    with pytest.raises(InputError, match="perpendicular"):
-        export_dicom_series(np.zeros(SHAPE), sheared, tmp_path / "x", series_description="x")
-    export_dicom_series(np.zeros(SHAPE), _affine("axial"), tmp_path / "y", series_description="y")
-    with pytest.raises(InputError, match="already holds"):
-        export_dicom_series(np.zeros(SHAPE), _affine("axial"), tmp_path / "y",
-                            series_description="y")

@@ -149,10 +149,13 @@ def test_run_dicom_out_writes_a_chi_series(tmp_path):
         assert ds.Modality == "MR"
         assert ds.PatientID == source.PatientID
         assert ds.SeriesInstanceUID != source.SeriesInstanceUID
-        values.append(ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+        # integers (ppb) without a Modality LUT; the Real World Value Mapping gives ppm
+        step = float(ds.RealWorldValueMappingSequence[0].RealWorldValueSlope)
+        values.append(ds.pixel_array * step)
     values = np.concatenate([v.ravel() for v in values])
-    step = float(pydicom.dcmread(files[0]).RescaleSlope)
     assert abs(values.sum() - chi.sum()) <= step * chi.size
     assert values.max() == pytest.approx(chi.max(), abs=step)
     assert values.min() == pytest.approx(chi.min(), abs=step)
-    assert len([f for f in (out / "dicom" / "r2star").rglob("*") if f.is_file()]) == chi.shape[2]
+    r2_files = [f for f in (out / "dicom" / "r2star").rglob("*") if f.is_file()]
+    assert len(r2_files) == chi.shape[2]
+    assert pydicom.dcmread(r2_files[0]).SeriesNumber != pydicom.dcmread(files[0]).SeriesNumber

@@ -88,6 +88,7 @@ def reconstruct_and_save(
     inputs=(),
     command: str = "qsmkit run",
     dicom_out: bool = False,
+    dicom_patient: dict | None = None,
     report: bool = True,
     extra: dict | None = None,
 ) -> QSMResult:
@@ -96,16 +97,10 @@ def reconstruct_and_save(
     save_result(result, acq.affine, folder)
     figures = save_figures(result, acq.affine, folder)
     if dicom_out:
-        from qsmkit.io.dicom_export import export_dicom_series
+        from qsmkit.io.dicom_export import export_result_series
 
         # File the series under the scan's patient, study and frame of reference.
-        source = getattr(acq, "dicom_reference", None) or None
-        export_dicom_series(result.chi_ppm, acq.affine, folder / "dicom" / "chi",
-                            source_datasets=source, series_description="QSM chi (ppm)",
-                            unit="ppm", kind="chi")
-        export_dicom_series(result.r2star_per_s, acq.affine, folder / "dicom" / "r2star",
-                            source_datasets=source, series_description="R2* (1/s)",
-                            unit="1/s", kind="r2star")
+        export_result_series(result, acq, folder / "dicom", patient=dicom_patient)
     from qsmkit.report.qc import qc_metrics
 
     record = {

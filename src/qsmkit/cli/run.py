@@ -50,6 +50,11 @@ def add_arguments(parser) -> None:
                         help="chi reference region (default: brain mean)")
     parser.add_argument("--dicom-out", action="store_true",
                         help="also write chi and R2* as DICOM series (dicom/chi, dicom/r2star)")
+    parser.add_argument("--patient-name", metavar="NAME",
+                        help="PatientName of the --dicom-out series, e.g. 'Doe^Jane' (default: "
+                        "the source DICOM's; empty for NIfTI input)")
+    parser.add_argument("--patient-id", metavar="ID",
+                        help="PatientID of the --dicom-out series (default: the source DICOM's)")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
     add_force(parser)
 
@@ -86,6 +91,7 @@ def run(args) -> int:
         result = reconstruct_and_save(
             acq, config, stage, mask=user_mask, inputs=inputs,
             command=getattr(args, "command_line", "qsmkit run"), dicom_out=args.dicom_out,
+            dicom_patient=_dicom_patient(args),
             report=not args.no_report,
         )
     from qsmkit.cli.common import print_warnings
@@ -97,6 +103,25 @@ def run(args) -> int:
           f"{np.percentile(chi, 1):+.3f}..{np.percentile(chi, 99):+.3f} ppm; "
           f"total {sum(result.timings_s.values()):.1f} s")
     return 0
+
+
+def _dicom_patient(args) -> dict:
+    """``--patient-name``/``--patient-id`` as DICOM keywords (checked for DICOM limits)."""
+    from qsmkit.errors import InputError
+
+    patient = {}
+    for keyword, option, value, limit in (
+            ("PatientName", "--patient-name", args.patient_name, 64),
+            ("PatientID", "--patient-id", args.patient_id, 64)):
+        if value is None:
+            continue
+        if not args.dicom_out:
+            raise InputError(f"{option} sets the patient of the DICOM series; add --dicom-out")
+        if len(value) > limit or "\\" in value or not value.isprintable():
+            raise InputError(f"{option} must be printable, at most {limit} characters and "
+                             f"without backslashes, got {value!r}")
+        patient[keyword] = value
+    return patient
 
 
 def _lam_value(text: str):

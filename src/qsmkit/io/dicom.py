@@ -69,6 +69,10 @@ REFERENCE_KEYWORDS = (
     "FrameOfReferenceUID", "InstitutionName", "Manufacturer", "ManufacturerModelName",
     "MagneticFieldStrength", "ImagingFrequency", "BodyPartExamined", "SeriesNumber",
     "SeriesDescription", "ProtocolName", "SeriesInstanceUID",
+    # MR acquisition attributes (Type 1/2 of the MR Image module) copied into derived series
+    "RepetitionTime", "FlipAngle", "ScanningSequence", "SequenceVariant", "ScanOptions",
+    "MRAcquisitionType", "EchoTrainLength", "SequenceName", "Laterality",
+    "ImageOrientationPatient",
 )
 
 
@@ -100,6 +104,8 @@ class DicomFrame:
     signed: bool
     bits_stored: int
     acquisition_time: str = ""
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
 
 
 @dataclasses.dataclass
@@ -735,6 +741,8 @@ def _frames_from_dataset(ds, path: Path) -> list[DicomFrame]:
                 max_stored=max_stored,
                 signed=signed,
                 bits_stored=bits_stored,
+                sop_class_uid=str(_get(ds, "SOPClassUID", "") or ""),
+                sop_instance_uid=str(_get(ds, "SOPInstanceUID", "") or ""),
             ))
         return frames
     position = _get(ds, "ImagePositionPatient", None)
@@ -774,6 +782,8 @@ def _frames_from_dataset(ds, path: Path) -> list[DicomFrame]:
         signed=signed,
         bits_stored=bits_stored,
         acquisition_time=str(_get(ds, "AcquisitionTime", "") or ""),
+        sop_class_uid=str(_get(ds, "SOPClassUID", "") or ""),
+        sop_instance_uid=str(_get(ds, "SOPInstanceUID", "") or ""),
     ))
     return frames
 
@@ -1394,6 +1404,7 @@ def _read_candidate(candidate: GreCandidate, *, b0_tesla=None,
     metadata = _metadata(candidate, grid, affine_2d, affine)
     metadata[PHASE_SIGN_KEY] = QSMKIT_PHASE_SIGN  # the vendor sign is applied above
     reference = _reference(main.header)
+    reference.update(_source_slices(grid))
     if len(series_list) > 1:
         notes.append(f"magnitude and phase read from {label}")
     return Acquisition(
@@ -1488,3 +1499,28 @@ def _reference(ds) -> dict:
             value = str(value)
         reference[keyword] = value
     return reference
+
+
+def _source_slices(grid: _Grid) -> dict:
+    """Where each source slice lies and which images made it, for derived series.
+
+    ``SourceSlices``: one entry per slice (sorted along the normal) with its LPS position and
+    the (SOPClassUID, SOPInstanceUID, frame number or None) of every image at it;
+    ``SourceSliceDirection``: the unit LPS vector along which InstanceNumber increases.
+    """
+    slices: list[dict] = [{"position": [float(v) for v in p], "images": []}
+                          for p in grid.positions]
+    for per_echo in grid.frames.values():
+        for echo_frames in per_echo:
+            for z, frame in enumerate(echo_frames):
+                if frame.sop_instance_uid:
+                    number = None if frame.frame_index is None else frame.frame_index + 1
+                    slices[z]["images"].append(
+                        (frame.sop_class_uid, frame.sop_instance_uid, number))
+    normal = _normal(grid.orientation)
+    first = next(iter(grid.frames.values()))[0]
+    direction = normal
+    if len(first) > 1 and first[-1].instance_number < first[0].instance_number:
+        direction = -normal
+    return {"SourceSlices": slices,
+            "SourceSliceDirection": [float(v) for v in direction]}

@@ -1,18 +1,26 @@
 """Write DICOM: derived maps (chi, R2*) for PACS, and multi-echo GRE series for tests.
 
-:func:`export_dicom_series` writes a 3D map as an MR Image Storage series, one file per slice,
-with signed 16-bit values and a RescaleSlope chosen from the data range, so that viewers show
-ppm (or 1/s) and :func:`qsmkit.io.dicom.read_series_volume` gives back the same array and
-affine. :func:`write_gre_dicom` writes an :class:`~qsmkit.acquisition.Acquisition` as the
-classic (or enhanced) series a Siemens, Philips or GE scanner would export, with each vendor's
-phase encoding, for round-trip tests of the reader.
+:func:`export_dicom_series` writes a 3D map as an MR Image Storage series, one file per
+slice, that DICOM validators (dciodvfy) and viewers accept: signed 16-bit integers (1 ppb for
+chi, 0.1 1/s for R2*) with the Real World Value Mapping to the real unit instead of a
+RescaleSlope (not part of the MR Image IOD), a window from robust percentiles inside the
+mask, distinct series numbers, the source's patient, study, frame of reference and MR
+acquisition attributes, and SourceImageSequence references to the source images. With a
+DICOM source (``Acquisition.dicom_reference``) the images keep the source's
+ImageOrientationPatient and slice order, so the map lies beside the scan in a PACS without
+mirroring; without one (NIfTI input) axial images have rows towards the patient's left and
+columns towards posterior, as scanners write them. :func:`export_result_series` writes the
+chi and R2* maps of a run.
 
-Geometry: the reader follows dcm2niix (rows stored bottom-up, slices along the normal
-``row x column``), which always gives an affine with a negative determinant for 2D data and
-the closest RAS-aligned order for 3D data. An affine with negative determinant is written as
-is (MRAcquisitionType 2D); one with positive determinant is written as a 3D acquisition,
-after reorienting the array to the closest RAS axis order if it is not already in it, so that
-reading back always gives the written array and affine.
+:func:`write_gre_dicom` writes an :class:`~qsmkit.acquisition.Acquisition` as the classic
+(or enhanced) series a Siemens, Philips or GE scanner would export, with each vendor's phase
+encoding, for round-trip tests of the reader. Geometry: the reader follows dcm2niix (rows
+stored bottom-up, slices along the normal ``row x column``), which always gives an affine
+with a negative determinant for 2D data and the closest RAS-aligned order for 3D data. An
+affine with negative determinant is written as is (MRAcquisitionType 2D); one with positive
+determinant is written as a 3D acquisition, after reorienting the array to the closest RAS
+axis order if it is not already in it (or laid out along a given ``image_orientation``), so
+that reading back always gives the written array and affine.
 """
 
 from __future__ import annotations
@@ -36,17 +44,6 @@ _PATIENT_STUDY_KEYWORDS = (
     "FrameOfReferenceUID", "InstitutionName", "MagneticFieldStrength", "ImagingFrequency",
     "BodyPartExamined",
 )
-
-_UNITS = {
-    "ppm": ("ppm", "ppm", "parts per million"),
-    "ppb": ("ppb", "[ppb]", "parts per billion"),
-    "1/s": ("1/s", "/s", "per second"),
-    "hz": ("Hz", "Hz", "hertz"),
-    "ms": ("ms", "ms", "millisecond"),
-    "rad": ("rad", "rad", "radian"),
-    "": ("US", "1", "no units"),
-}
-
 
 # ----------------------------------------------------------------------------------------
 # Geometry shared by both writers
@@ -90,10 +87,27 @@ class _SliceGeometry:
         return np.ascontiguousarray(volume[:, ::-1, k].T)
 
 
-def _prepare(volume: np.ndarray, affine) -> tuple[np.ndarray, _SliceGeometry]:
-    """Reorient to the closest RAS order when the affine would not read back as written."""
+def _prepare(volume: np.ndarray, affine, image_orientation=None):
+    """Reorient to the closest RAS order when the affine would not read back as written.
+
+    With ``image_orientation`` (six LPS direction cosines) the volume is laid out as a 3D
+    acquisition with that ImageOrientationPatient instead, slices along row x column.
+    """
     from qsmkit.io.dicom import reorient_closest_canonical
 
+    if image_orientation is not None:
+        from qsmkit.acquisition import validate_affine
+
+        cosines = np.asarray(image_orientation, dtype=float)
+        row, col = cosines[:3], cosines[3:]
+        try:
+            layout = _Layout(volume, validate_affine(affine), row, col, np.cross(row, col))
+        except ValueError:
+            raise InputError("image_orientation does not match the axes of the affine") from None
+        if layout.min_cosine < 0.999:
+            raise InputError("image_orientation does not match the axes of the affine")
+        layout.three_d = True
+        return layout.volume, layout
     geometry = _SliceGeometry(volume.shape, affine)
     if geometry.three_d:
         from nibabel import orientations
@@ -139,7 +153,7 @@ def _source_values(source_datasets) -> dict:
         raise InputError("source_datasets must be pydicom Datasets or a dict of DICOM keywords")
     values = {}
     for item in items:
-        for keyword in _PATIENT_STUDY_KEYWORDS + ("SeriesNumber",):
+        for keyword in _PATIENT_STUDY_KEYWORDS + _ACQUISITION_KEYWORDS + _GEOMETRY_KEYWORDS:
             if keyword in values:
                 continue
             try:
@@ -149,6 +163,10 @@ def _source_values(source_datasets) -> dict:
             if value not in (None, ""):
                 values[keyword] = value
     return values
+
+
+_GEOMETRY_KEYWORDS = ("SeriesNumber", "ImageOrientationPatient", "SourceSliceDirection",
+                      "SourceSlices")
 
 
 def _apply_source(ds, values: dict) -> None:
@@ -223,6 +241,211 @@ def choose_rescale(volume: np.ndarray, *, max_stored: int = 32000) -> float:
 # ----------------------------------------------------------------------------------------
 # Derived maps
 
+# Stored value -> real-world value steps, by unit: chi in ppb, R2* in 0.1 1/s, fields in
+# 0.01 Hz. A map whose values would not fit int16 at that step gets a coarser 1-2-5 step.
+# Units are UCUM codes (DICOM PS3.16, "UCUM" coding scheme): [ppm], /s, Hz.
+_UNITS = {
+    "ppm": {"step": 1e-3, "code": "[ppm]", "meaning": "parts per million", "label": "ppm"},
+    "1/s": {"step": 0.1, "code": "/s", "meaning": "per second", "label": "1/s"},
+    "hz": {"step": 0.01, "code": "Hz", "meaning": "hertz", "label": "Hz"},
+    "ms": {"step": 0.01, "code": "ms", "meaning": "millisecond", "label": "ms"},
+    "rad": {"step": 1e-3, "code": "rad", "meaning": "radian", "label": "rad"},
+    "": {"step": 1.0, "code": "1", "meaning": "no units", "label": "value"},
+}
+
+# kind -> (ImageType value 3 and 4, default series number offset, default description)
+_KINDS = {
+    "chi": (("OTHER", "QSM"), 1000, "QSM chi (ppm)"),
+    "r2star": (("OTHER", "R2STAR"), 2000, "R2* (1/s)"),
+    "mask": (("OTHER", "MASK"), 3000, "QSM mask"),
+}
+# Display window percentiles inside the mask: chi is roughly symmetric about its reference;
+# R2* has a long right tail (veins, sinus edges) that would leave brain tissue dark.
+_WINDOW_PERCENTILES = {"r2star": (2.0, 95.0)}
+
+# MR acquisition attributes copied from the source series (DICOM input); Type 2 attributes
+# left empty when unknown. Values are those of the scan the map was computed from.
+_ACQUISITION_KEYWORDS = (
+    "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
+    "RepetitionTime", "FlipAngle", "EchoTrainLength", "SequenceName", "Laterality",
+    "PatientPosition", "MagneticFieldStrength", "ImagingFrequency", "BodyPartExamined",
+)
+
+# BIDS sidecar names (NIfTI input) -> DICOM keyword and scale to DICOM units.
+_SIDECAR_KEYWORDS = {
+    "RepetitionTime": ("RepetitionTime", 1000.0),  # s -> ms
+    "FlipAngle": ("FlipAngle", 1.0),
+    "MRAcquisitionType": ("MRAcquisitionType", None),
+    "ScanningSequence": ("ScanningSequence", None),
+    "SequenceVariant": ("SequenceVariant", None),
+    "ScanOptions": ("ScanOptions", None),
+    "SequenceName": ("SequenceName", None),
+    "PatientPosition": ("PatientPosition", None),
+    "MagneticFieldStrength": ("MagneticFieldStrength", 1.0),
+    "ImagingFrequency": ("ImagingFrequency", 1.0),
+}
+
+
+def storage_step(volume: np.ndarray, unit: str) -> float:
+    """Real-world value of one stored integer for ``volume`` in ``unit``.
+
+    The unit's natural step (1 ppb for ppm, 0.1 1/s, 0.01 Hz) unless some value would
+    overflow int16 at that step; then the smallest 1, 2 or 5 x 10^k step that holds it.
+    """
+    spec = _UNITS.get(unit.strip().lower())
+    base = spec["step"] if spec else 0.0
+    return max(base, choose_rescale(volume)) if base else choose_rescale(volume)
+
+
+def _unit_spec(unit: str) -> dict:
+    spec = _UNITS.get(unit.strip().lower())
+    if spec is not None:
+        return spec
+    text = unit.strip()
+    return {"step": None, "code": text or "1", "meaning": text or "no units",
+            "label": text[:16] or "value"}
+
+
+class _Layout:
+    """A volume laid out as DICOM slices along given directions (no resampling).
+
+    The array is permuted and flipped so that its first axis runs along the image rows
+    (``row_dir``, LPS), its second down the columns (``col_dir``) and its third along
+    ``slice_dir``: the stored image ``k`` is ``volume[:, :, k].T``.
+    """
+
+    def __init__(self, volume: np.ndarray, affine, row_dir, col_dir, slice_dir):
+        from nibabel import orientations
+
+        lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+        units = lps[:3, :3] / np.linalg.norm(lps[:3, :3], axis=0)
+        targets = np.array([row_dir, col_dir, slice_dir], dtype=float)
+        targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+        cosines = units.T @ targets.T  # [input axis, target axis]
+        ornt = np.zeros((3, 2))
+        for axis in range(3):
+            target = int(np.argmax(np.abs(cosines[axis])))
+            ornt[axis] = (target, 1.0 if cosines[axis, target] > 0 else -1.0)
+        if sorted(ornt[:, 0].astype(int).tolist()) != [0, 1, 2]:
+            raise ValueError("directions do not match the grid")
+        shape = volume.shape[:3]
+        self.volume = np.ascontiguousarray(orientations.apply_orientation(volume, ornt))
+        self.affine = affine @ orientations.inv_ornt_aff(ornt, shape)
+        self.min_cosine = float(np.min(np.abs(cosines[np.arange(3), ornt[:, 0].astype(int)])))
+        new = np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.affine
+        sizes = np.linalg.norm(new[:3, :3], axis=0)
+        self.row_dir = new[:3, 0] / sizes[0]
+        self.col_dir = new[:3, 1] / sizes[1]
+        if abs(float(np.dot(self.row_dir, self.col_dir))) > 1e-4:
+            raise InputError(
+                "the affine's in-plane axes are not perpendicular (sheared grid); DICOM cannot "
+                "describe it - resample to an orthogonal grid first"
+            )
+        self.shape = self.volume.shape[:3]
+        self.spacing = (float(sizes[1]), float(sizes[0]))  # (between rows, between columns)
+        self.slice_vec = new[:3, 2]
+        self.slice_thickness = float(sizes[2])
+        self.positions = [new[:3, 3] + k * self.slice_vec for k in range(self.shape[2])]
+        self.three_d = False
+
+    @property
+    def orientation(self) -> list[float]:
+        return [float(v) for v in np.concatenate([self.row_dir, self.col_dir])]
+
+    def pixels(self, volume: np.ndarray, k: int) -> np.ndarray:
+        """The DICOM image (rows, columns) of slice ``k`` of a laid-out volume."""
+        return np.ascontiguousarray(volume[:, :, k].T)
+
+
+def _display_sign(direction: np.ndarray) -> float:
+    """+1 or -1 so that an in-plane axis points left, posterior or feet (radiology display)."""
+    axis = int(np.argmax(np.abs(direction)))
+    preferred = (1.0, 1.0, -1.0)[axis]  # LPS: +L, +P, -S
+    return 1.0 if direction[axis] * preferred > 0 else -1.0
+
+
+def _default_directions(affine) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows along array axis 0, columns along axis 1, slices along axis 2, signs for display.
+
+    Axial images come out with rows towards the patient's left and columns towards
+    posterior (as scanners write them); slices are numbered along row x column.
+    """
+    lps = (np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(affine, dtype=float))[:3, :3]
+    u = lps / np.linalg.norm(lps, axis=0)
+    row = u[:, 0] * _display_sign(u[:, 0])
+    col = u[:, 1] * _display_sign(u[:, 1])
+    normal = np.cross(row, col)
+    slice_dir = u[:, 2] if float(np.dot(u[:, 2], normal)) > 0 else -u[:, 2]
+    return row, col, slice_dir
+
+
+def _source_directions(source: Mapping) -> tuple | None:
+    """The source series' row, column and slice-order directions (LPS), if recorded."""
+    try:
+        orientation = np.asarray([float(v) for v in source["ImageOrientationPatient"]])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if orientation.shape != (6,) or not np.all(np.isfinite(orientation)):
+        return None
+    row, col = orientation[:3], orientation[3:]
+    normal = np.cross(row, col)
+    if np.linalg.norm(normal) < 0.5:
+        return None
+    try:
+        slice_dir = np.asarray([float(v) for v in source["SourceSliceDirection"]])
+        if slice_dir.shape != (3,) or not np.all(np.isfinite(slice_dir)):
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        slice_dir = normal
+    return row, col, slice_dir
+
+
+def _layout(volume: np.ndarray, affine, source: Mapping) -> _Layout:
+    """Lay ``volume`` out like the source series when it is on its grid, else for display."""
+    from qsmkit.acquisition import validate_affine
+
+    affine = validate_affine(affine)
+    directions = _source_directions(source)
+    if directions is not None:
+        try:
+            layout = _Layout(volume, affine, *directions)
+        except ValueError:
+            layout = None
+        if layout is not None and layout.min_cosine > 0.999:
+            return layout
+    return _Layout(volume, affine, *_default_directions(affine))
+
+
+def _source_images(source: Mapping, layout: _Layout, k: int) -> list:
+    """(SOPClassUID, SOPInstanceUID, frame) of the source images at slice ``k``."""
+    slices = source.get("SourceSlices")
+    if not slices:
+        return []
+    normal = np.cross(layout.row_dir, layout.col_dir)
+    here = float(np.dot(layout.positions[k], normal))
+    tolerance = 0.25 * abs(float(np.dot(layout.slice_vec, normal))) + 1e-3
+    for entry in slices:
+        try:
+            there = float(np.dot(np.asarray(entry["position"], dtype=float), normal))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if abs(there - here) <= tolerance:
+            return [tuple(image) for image in entry.get("images", []) if len(image) == 3]
+    return []
+
+
+def _window(stored: np.ndarray, mask, percentiles=(2.0, 98.0)) -> tuple[float, float]:
+    """Window centre and width (stored units) from percentiles (2-98) inside the mask."""
+    if mask is not None:
+        inside = stored[np.asarray(mask, dtype=bool)]
+    else:
+        inside = stored[stored != 0]
+    if inside.size == 0:
+        inside = stored.ravel()
+    low, high = (float(v) for v in np.percentile(inside, list(percentiles)))
+    width = max(high - low, 2.0)
+    return float(np.round((low + high) / 2)), float(np.ceil(width))
+
 
 def export_dicom_series(
     volume,
@@ -230,10 +453,13 @@ def export_dicom_series(
     outdir,
     *,
     source_datasets=None,
-    series_description: str,
+    series_description: str | None = None,
     unit: str = "ppm",
     kind: str = "chi",
     series_number: int | None = None,
+    mask=None,
+    patient: Mapping | None = None,
+    metadata: Mapping | None = None,
 ) -> list[Path]:
     """Write a 3D map as an MR Image Storage series, one file per slice.
 
@@ -247,16 +473,29 @@ def export_dicom_series(
         Folder for the files ``IM0001.dcm``...; created; existing files are not replaced.
     source_datasets : pydicom Dataset, list of Datasets, or dict, optional
         The source series (or ``Acquisition.dicom_reference``): patient and study attributes,
-        StudyInstanceUID and FrameOfReferenceUID are carried over so that PACS files the map
-        with the scan it came from. Without it a new study is created.
-    series_description : str
-        Shown in PACS, e.g. ``"QSM chi (ppm)"``.
+        StudyInstanceUID, FrameOfReferenceUID and MR acquisition attributes are carried over
+        so that PACS files the map with the scan it came from; with
+        ``Acquisition.dicom_reference`` the images keep the source's orientation and slice
+        order and reference the source images (SourceImageSequence). Without it a new study
+        is created.
+    series_description : str, optional
+        Shown in PACS; defaults by kind (``"QSM chi (ppm)"``, ``"R2* (1/s)"``).
     unit : str
-        ``"ppm"``, ``"1/s"``, ``"Hz"``, ...: RescaleType and the real-world value units.
+        ``"ppm"``, ``"1/s"``, ``"Hz"``, ...: the real-world value units (UCUM).
     kind : str
-        ``"chi"`` (window 0 +- 0.2 ppm) or another map name (window from the 1-99 percentiles).
+        ``"chi"``, ``"r2star"``, ``"mask"`` or another map name (ImageType value 4).
     series_number : int, optional
-        Defaults to 1000 + the source SeriesNumber, or 9000.
+        Defaults to 1000 (chi), 2000 (R2*), 3000 (mask) or 4000 (other) + the source
+        SeriesNumber, or 9000 + that offset / 1000 without a source.
+    mask : (X, Y, Z) bool array, optional
+        Voxels from which the display window is chosen (default: the non-zero voxels).
+    patient : dict, optional
+        ``PatientName``, ``PatientID`` (and other Patient module keywords) that replace the
+        source's, e.g. for NIfTI input.
+    metadata : dict, optional
+        BIDS sidecar fields of the acquisition (``RepetitionTime`` in s, ``FlipAngle``,
+        ``MRAcquisitionType``, ``MagneticFieldStrength``...), used where the source DICOM
+        gives none (NIfTI input).
 
     Returns
     -------
@@ -265,9 +504,17 @@ def export_dicom_series(
 
     Notes
     -----
-    Values are stored as int16 with RescaleIntercept 0 and the smallest RescaleSlope of the
-    form 1, 2 or 5 x 10^k that keeps every value within +-32000 (e.g. 2e-5 ppm for chi up to
-    0.6 ppm), so a reader recovers each value within half a slope step.
+    Values are stored as signed 16-bit integers (PixelRepresentation 1) without a Modality
+    LUT (RescaleSlope is not part of the MR Image IOD): one stored unit is 1 ppb for chi,
+    0.1 1/s for R2*, or a coarser 1-2-5 step when a value would not fit. The Real World Value
+    Mapping Sequence (0040,9096) gives the slope to the real unit (UCUM code), and the window
+    (WindowCenter/WindowWidth, stored units) spans the 2-98 percentiles inside the mask (2-95
+    for R2*), so viewers show anatomy. See docs/input.md, "DICOM export".
+
+    References
+    ----------
+    .. [1] NEMA PS3.3, C.8.3.1 MR Image Module; C.7.6.16.2.11 Real World Value Mapping;
+       C.11.2 VOI LUT Module.
     """
     from pydicom.uid import generate_uid
 
@@ -281,26 +528,29 @@ def export_dicom_series(
         raise InputError(f"the volume to export must be 3D, got shape {volume.shape}")
     if not np.all(np.isfinite(volume)):
         raise InputError("the volume to export contains NaN or Inf; set them to 0 first")
-    volume, geometry = _prepare(volume, affine)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != volume.shape:
+            raise InputError(f"the mask shape {mask.shape} differs from the map's {volume.shape}")
+    from qsmkit.acquisition import validate_affine
+
+    affine = validate_affine(affine)
+    source = _source_values(source_datasets)
+    layout = _layout(volume, affine, source)
+    volume = layout.volume
+    if mask is not None:
+        mask = _Layout(mask, affine, layout.row_dir, layout.col_dir, layout.slice_vec).volume
     outdir = Path(outdir)
-    names = [f"IM{k + 1:04d}.dcm" for k in range(geometry.shape[2])]
+    names = [f"IM{k + 1:04d}.dcm" for k in range(layout.shape[2])]
     existing = [n for n in names if (outdir / n).exists()]
     if existing:
         raise InputError(f"{outdir} already holds {existing[0]}...; choose an empty folder")
-    source = _source_values(source_datasets)
-    slope = choose_rescale(volume)
-    stored = np.clip(np.round(volume / slope), -32768, 32767).astype(np.int16)
-    unit_key = unit.strip().lower()
-    rescale_type, ucum, meaning = _UNITS.get(unit_key, (unit.strip()[:16] or "US", unit, unit))
-    if kind == "chi":
-        center, width = 0.0, 0.4
-    else:
-        inside = volume[volume != 0]
-        if inside.size:
-            low, high = np.percentile(inside, [1, 99])
-        else:
-            low, high = 0.0, 1.0
-        center, width = (low + high) / 2, max(high - low, slope)
+    spec = _unit_spec(unit)
+    step = storage_step(volume, unit)
+    stored = np.clip(np.round(volume / step), -32768, 32767).astype(np.int16)
+    center, width = _window(stored, mask, _WINDOW_PERCENTILES.get(kind, (2.0, 98.0)))
+    image_type, offset, default_description = _KINDS.get(
+        kind, (("OTHER", kind.upper()[:16] or "MAP"), 4000, f"{kind} ({spec['label']})"))
     entropy = [str(outdir.resolve().parent)]
     study_uid = str(source.get("StudyInstanceUID")
                     or generate_uid(entropy_srcs=entropy + ["study"]))
@@ -308,21 +558,23 @@ def export_dicom_series(
                     or generate_uid(entropy_srcs=entropy + ["frame"]))
     series_uid = generate_uid()
     if series_number is None:
-        source_number = source.get("SeriesNumber")
         try:
-            series_number = 1000 + int(source_number) if source_number is not None else 9000
-        except (TypeError, ValueError):
-            series_number = 9000
+            series_number = offset + int(source["SeriesNumber"])
+        except (KeyError, TypeError, ValueError):
+            series_number = 9000 + offset // 1000
+    acquisition = _acquisition_values(source, metadata)
     date, time = _now()
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
-    for k in range(geometry.shape[2]):
+    for k in range(layout.shape[2]):
         ds = _new_dataset(MR_IMAGE_STORAGE, generate_uid())
         ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["DERIVED", "SECONDARY", kind.upper()[:16] or "MAP"]
+        ds.ImageType = ["DERIVED", "SECONDARY", *image_type]
         ds.Modality = "MR"
         ds.Manufacturer = "qsmkit"
-        ds.SeriesDescription = series_description[:64]
+        ds.ManufacturerModelName = "qsmkit"
+        ds.SoftwareVersions = _version()
+        ds.SeriesDescription = (series_description or default_description)[:64]
         ds.PatientName = ""
         ds.PatientID = ""
         ds.PatientBirthDate = ""
@@ -332,7 +584,22 @@ def export_dicom_series(
         ds.ReferringPhysicianName = ""
         ds.StudyID = ""
         ds.AccessionNumber = ""
+        ds.PatientPosition = ""
+        ds.ScanningSequence = "GR"
+        ds.SequenceVariant = "NONE"
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = ""
+        ds.RepetitionTime = ""
+        ds.EchoTime = ""
+        ds.EchoTrainLength = ""
         _apply_source(ds, source)
+        for keyword, value in acquisition.items():
+            _set_quietly(ds, keyword, value)
+        _apply_patient(ds, patient)
+        if "BodyPartExamined" not in ds and "Laterality" not in ds:
+            ds.Laterality = ""  # Type 2C: unknown body part, so unknown laterality
+        if not source.get("StudyInstanceUID"):
+            ds.StudyID = "QSMKIT"
         ds.StudyInstanceUID = study_uid
         ds.FrameOfReferenceUID = frame_uid
         ds.PositionReferenceIndicator = ""
@@ -341,43 +608,141 @@ def export_dicom_series(
         ds.SeriesDate, ds.SeriesTime = date, time
         ds.ContentDate, ds.ContentTime = date, time
         ds.InstanceNumber = k + 1
-        ds.ScanningSequence = "GR"
-        ds.SequenceVariant = "NONE"
-        ds.ScanOptions = ""
-        ds.MRAcquisitionType = "3D" if geometry.three_d else "2D"
-        ds.EchoTime = ""
-        ds.EchoTrainLength = ""
-        ds.DerivationDescription = f"{kind} computed by qsmkit"[:1024]
-        _set_geometry(ds, geometry, k)
-        ds.RescaleIntercept = "0"
-        ds.RescaleSlope = _ds(slope)
-        ds.RescaleType = rescale_type
+        ds.DerivationDescription = (
+            f"{kind} in {spec['label']} computed by qsmkit {_version()} from multi-echo GRE; "
+            f"stored value x {step:g} = {spec['label']}"
+        )[:1024]
+        images = _source_images(source, layout, k)
+        if images:
+            ds.SourceImageSequence = [_image_reference(*image) for image in images]
+        _set_layout_geometry(ds, layout, k)
         ds.WindowCenter = _ds(center)
         ds.WindowWidth = _ds(width)
-        ds.WindowCenterWidthExplanation = f"{kind} {rescale_type}"[:64]
-        ds.RealWorldValueMappingSequence = [_rwv_item(slope, ucum, meaning, rescale_type)]
-        _set_pixels(ds, geometry.pixels(stored, k), signed=True, bits_stored=16)
+        ds.WindowCenterWidthExplanation = (
+            f"{kind} {center * step:g} +- {width * step / 2:g} {spec['label']}")[:64]
+        _set_pixels(ds, layout.pixels(stored, k), signed=True, bits_stored=16)
+        ds.SmallestImagePixelValue = int(stored[:, :, k].min())
+        ds.LargestImagePixelValue = int(stored[:, :, k].max())
+        ds.RealWorldValueMappingSequence = [_rwv_item(step, spec)]
         path = outdir / names[k]
         ds.save_as(path, enforce_file_format=True)
         written.append(path)
     return written
 
 
-def _rwv_item(slope: float, ucum: str, meaning: str, label: str):
+def export_result_series(result, acquisition, folder, *, patient: Mapping | None = None
+                         ) -> dict[str, list[Path]]:
+    """Write the chi and R2* maps of a run as two MR series, ``folder/chi`` and ``folder/r2star``.
+
+    Parameters
+    ----------
+    result : QSMResult
+        ``chi_ppm``, ``r2star_per_s`` and ``local_mask`` (the window is chosen inside it).
+    acquisition : Acquisition
+        Its ``dicom_reference`` (DICOM input: patient, study, orientation, source images) and
+        ``metadata`` (NIfTI input: sidecar fields) describe the series.
+    folder : path
+    patient : dict, optional
+        ``PatientName``/``PatientID`` that replace the source's (e.g. for NIfTI input).
+
+    Returns
+    -------
+    dict
+        ``{"chi": [files], "r2star": [files]}``; series numbers 1000 and 2000 + the source
+        series number (9001 and 9002 without a DICOM source).
+    """
+    folder = Path(folder)
+    source = getattr(acquisition, "dicom_reference", None) or None
+    metadata = dict(getattr(acquisition, "metadata", None) or {})
+    metadata.setdefault("MagneticFieldStrength", float(acquisition.b0_tesla))
+    common = dict(source_datasets=source, metadata=metadata, patient=patient,
+                  mask=result.local_mask)
+    return {
+        "chi": export_dicom_series(result.chi_ppm, acquisition.affine, folder / "chi",
+                                   unit="ppm", kind="chi", **common),
+        "r2star": export_dicom_series(np.nan_to_num(result.r2star_per_s), acquisition.affine,
+                                      folder / "r2star", unit="1/s", kind="r2star", **common),
+    }
+
+
+def _version() -> str:
+    from qsmkit import __version__
+
+    return str(__version__)
+
+
+def _set_quietly(ds, keyword: str, value) -> None:
+    try:
+        setattr(ds, keyword, value)
+    except (TypeError, ValueError, OverflowError):
+        pass
+
+
+def _apply_patient(ds, patient: Mapping | None) -> None:
+    for keyword, value in (patient or {}).items():
+        if value is None:
+            continue
+        if keyword not in _PATIENT_STUDY_KEYWORDS:
+            raise InputError(f"{keyword} is not a patient or study attribute qsmkit can set")
+        setattr(ds, keyword, str(value))
+
+
+def _acquisition_values(source: Mapping, metadata: Mapping | None) -> dict:
+    """MR acquisition attributes from the source DICOM, else from BIDS sidecar fields."""
+    values = {k: source[k] for k in _ACQUISITION_KEYWORDS if source.get(k) not in (None, "")}
+    for name, (keyword, scale) in _SIDECAR_KEYWORDS.items():
+        if keyword in values or not metadata or metadata.get(name) in (None, "", []):
+            continue
+        value = metadata[name]
+        if scale is not None:
+            try:
+                value = _ds(float(value) * scale)
+            except (TypeError, ValueError):
+                continue
+        elif isinstance(value, (list, tuple)):
+            value = [str(v) for v in value]
+        else:
+            value = str(value)
+        values[keyword] = value
+    return values
+
+
+def _image_reference(sop_class_uid: str, sop_instance_uid: str, frame):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.ReferencedSOPClassUID = sop_class_uid
+    item.ReferencedSOPInstanceUID = sop_instance_uid
+    if frame is not None:
+        item.ReferencedFrameNumber = int(frame)
+    return item
+
+
+def _set_layout_geometry(ds, layout: _Layout, k: int) -> None:
+    ds.ImagePositionPatient = [_ds(v) for v in layout.positions[k]]
+    ds.ImageOrientationPatient = [_ds(v) for v in layout.orientation]
+    ds.PixelSpacing = [_ds(v) for v in layout.spacing]
+    ds.SliceThickness = _ds(layout.slice_thickness)
+    ds.SpacingBetweenSlices = _ds(layout.slice_thickness)
+    normal = np.cross(layout.row_dir, layout.col_dir)
+    ds.SliceLocation = _ds(float(np.dot(layout.positions[k], normal)))
+
+
+def _rwv_item(step: float, spec: dict):
     from pydicom.dataset import Dataset
 
     units = Dataset()
-    units.CodeValue = ucum
+    units.CodeValue = spec["code"]
     units.CodingSchemeDesignator = "UCUM"
-    units.CodeMeaning = meaning
+    units.CodeMeaning = spec["meaning"]
     item = Dataset()
-    item.LUTExplanation = f"values in {label}"[:64]
-    item.LUTLabel = label[:16]
+    item.LUTExplanation = f"{spec['label']} = stored value x {step:g}"[:64]
+    item.LUTLabel = spec["label"][:16]
     item.MeasurementUnitsCodeSequence = [units]
-    item.RealWorldValueFirstValueMapped = -32768
-    item.RealWorldValueLastValueMapped = 32767
+    item.add_new(0x00409216, "SS", -32768)  # RealWorldValueFirstValueMapped (SS: signed)
+    item.add_new(0x00409211, "SS", 32767)  # RealWorldValueLastValueMapped
     item.RealWorldValueIntercept = 0.0
-    item.RealWorldValueSlope = float(slope)
+    item.RealWorldValueSlope = float(step)
     return item
 
 
@@ -387,7 +752,7 @@ def _rwv_item(slope: float, ucum: str, meaning: str, label: str):
 
 def write_gre_dicom(acquisition, outdir, *, manufacturer: str = "SIEMENS",
                     series_number: int = 5, enhanced: bool = False,
-                    real_imaginary: bool = False) -> Path:
+                    real_imaginary: bool = False, image_orientation=None) -> Path:
     """Write the magnitude and phase echoes of an acquisition as vendor-like DICOM.
 
     Parameters
@@ -412,6 +777,11 @@ def write_gre_dicom(acquisition, outdir, *, manufacturer: str = "SIEMENS",
         Siemens only: enhanced multi-frame files.
     real_imaginary : bool
         Write real and imaginary images instead of phase (GE and SIEMENS).
+    image_orientation : sequence of 6 floats, optional
+        ImageOrientationPatient (LPS row and column cosines) to write, e.g. rows towards the
+        patient's left as scanners write 3D series; must match the affine's axes up to
+        order and sign. The series is then written as a 3D acquisition. Default: the
+        affine's own axes (reoriented to closest RAS when its determinant is positive).
 
     Returns
     -------
@@ -433,8 +803,8 @@ def write_gre_dicom(acquisition, outdir, *, manufacturer: str = "SIEMENS",
         raise InputError("enhanced multi-frame output is written for SIEMENS only")
     magnitude = np.asarray(acquisition.magnitude, dtype=np.float64)
     phase = np.asarray(acquisition.phase, dtype=np.float64)
-    magnitude, geometry = _prepare(magnitude, acquisition.affine)
-    phase, _ = _prepare(phase, acquisition.affine)
+    magnitude, geometry = _prepare(magnitude, acquisition.affine, image_orientation)
+    phase, _ = _prepare(phase, acquisition.affine, image_orientation)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     tes_ms = [float(t) * 1000.0 for t in acquisition.echo_times_s]
@@ -543,6 +913,7 @@ def _series_header(ds, *, vendor, number, description, b0, study, geometry, seri
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
     ds.PatientPosition = "HFS"
+    ds.BodyPartExamined = "BRAIN"
     ds.PositionReferenceIndicator = ""
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = number
