@@ -59,7 +59,7 @@ from qsmkit.errors import InputError
 VEIN_COLUMNS = (
     "id", "x", "y", "z", "length_mm", "radius_mm", "theta_deg", "chi_ppm", "yv", "oef",
     "n_centreline", "aspect", "cross_section_ratio", "usable", "cmro2_umol_per_100g_per_min",
-    "region",
+    "region", "yv_sd", "chi_sd_ppm",
 )
 REGION_COLUMNS = (
     "region", "n_segments", "n_usable", "length_mm", "yv", "oef", "cbf_ml_per_100g_per_min",
@@ -646,6 +646,20 @@ def is_tube(length_mm: float, radius_mm: float, cross_section_ratio: float, *,
                 and cross_section_ratio <= max_cross_section_ratio)
 
 
+def _vein_chi_sd(samples, branch, voxel_size, reference_se: float) -> float:
+    """Standard error (ppm) of a vein's chi: the median of its centre-line samples (SE of a
+    median ``1.2533 s / sqrt(n_eff)``, with ``s`` the robust SD along the centre line and
+    ``n_eff`` its length in voxels, since neighbouring samples share voxels) combined with the
+    standard error of the reference mean. Partial volume is kept out by the ``usable`` rule
+    (radius at least 1.5 voxels) and is not part of this figure."""
+    samples = np.asarray(samples, float)
+    if samples.size < 2:
+        return float("nan")
+    s = 1.4826 * float(np.median(np.abs(samples - np.median(samples))))
+    n_eff = max(1.0, branch.length_mm / float(np.mean(voxel_size)))
+    return float(np.hypot(1.2533 * s / np.sqrt(n_eff), reference_se))
+
+
 def _region_cbf(cbf_map, labels, names, region, mask, default):
     """Mean CBF over the labels named ``region`` (the brain-mask mean when not found)."""
     if cbf_map is None or labels is None or region == "brain":
@@ -741,6 +755,7 @@ def venous_oximetry(
     hb = hct * MCHC_G_PER_DL if hb_g_per_dl is None else float(hb_g_per_dl)
     cao2 = float(physiology.oxygen_content_ml_per_dl(hb, ya, pao2_mmhg))
 
+    ref_se = 0.0  # standard error of a reference measured here (ppm)
     if reference_ppm is not None:
         ref_value, ref_text = float(reference_ppm), "given value"
     elif reference_mask is not None:
@@ -750,6 +765,7 @@ def venous_oximetry(
             raise InputError("the reference (CSF) mask has no voxel inside the mask; chi is "
                              "only valid inside the mask")
         ref_value, ref_text = float(chi[ref].mean()), f"mean over {int(ref.sum())} voxels"
+        ref_se = float(np.std(chi[ref]) / np.sqrt(ref.sum()))
     elif chi_reference is not None:
         from qsmkit.reference import offset_to_reference
 
@@ -792,7 +808,10 @@ def venous_oximetry(
                                               max_radius_mm=max_radius_mm,
                                               vein_mask=seg.mask)
         aspect = branch.length_mm / (2.0 * radius)
-        chi_vein = float(np.median(_sample(chi, centre[inner], vs))) - ref_value
+        samples = _sample(chi, centre[inner], vs)
+        chi_vein = float(np.median(samples)) - ref_value
+        chi_sd = _vein_chi_sd(samples, branch, vs, ref_se)
+        yv_sd = chi_sd / (hct * physiology.DCHI_DO_PPM)
         yv = float(physiology.saturation_from_chi(chi_vein, hct))
         oef = (ya - yv) / ya
         tube = is_tube(branch.length_mm, radius, cross, min_aspect=min_aspect,
@@ -816,6 +835,7 @@ def venous_oximetry(
             "radius_mm": radius, "theta_deg": theta, "chi_ppm": chi_vein, "yv": yv,
             "oef": oef, "n_centreline": int(inner.sum()), "aspect": float(aspect),
             "cross_section_ratio": float(cross), "usable": usable,
+            "yv_sd": float(yv_sd), "chi_sd_ppm": float(chi_sd),
             "cmro2_umol_per_100g_per_min": cmro2, "region": region,
         })
 

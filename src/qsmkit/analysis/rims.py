@@ -96,11 +96,12 @@ def rim_lesions(
     n_sectors: int = 12,
     rim_threshold_ppm: float | None = None,
     rim_min_ppm: float = 0.015,
-    rim_sigma: float = 2.0,
+    rim_sigma: float = 1.5,
     min_fraction: float = 2.0 / 3.0,
     min_slices: int = 2,
     min_radius_mm: float | None = None,
     local_wm: bool = True,
+    core_margin: float = 0.5,
 ) -> RimResult:
     """Classify each lesion as rim+ or rim- (see the module docstring).
 
@@ -111,14 +112,20 @@ def rim_lesions(
     voxel_size : 3 floats, mm
     brain_mask : optional (X, Y, Z) bool; the white-matter shell stays inside it
     slice_axis : array axis across which slices are read (2 for axial NIfTI)
-    rim_inner_mm, rim_outer_mm : rim band inside / outside the lesion boundary (default 1.5
-        voxels inside, none outside; widen ``rim_outer_mm`` for masks that may be misaligned)
-    gap_mm, wm_width_mm : white-matter shell distance and width (default 1 and 3 voxels)
+    rim_inner_mm, rim_outer_mm : rim band inside / outside the lesion boundary (default
+        ``max(1.5 mm, in-plane voxel)`` inside, none outside; widen ``rim_outer_mm`` for masks
+        that may be misaligned)
+    gap_mm, wm_width_mm : white-matter shell distance and width (default ``max(1 mm,
+        in-plane voxel)`` and ``max(3 mm, 2 in-plane voxels)``)
     n_sectors : angular sectors per slice
     rim_threshold_ppm : fixed threshold; default ``max(rim_min_ppm, rim_sigma * sigma_wm)``
     min_fraction, min_slices : consensus criteria (2/3 of the edge, 2 consecutive slices)
     min_radius_mm : a slice is evaluated when the cross-section's equivalent radius is at least
-        this (default 1.5 voxels in-plane)
+        this (default ``max(1.5 mm, 1.5 in-plane voxels)``)
+    core_margin : the paramagnetic sectors must exceed the core by ``core_margin`` times the
+        rim threshold (the core is iso- or hypointense to the rim: a homogeneously
+        paramagnetic lesion has no rim); half the threshold, since the reconstruction's blur
+        carries part of a thin rim into a small core
     local_wm : compare each sector with the white-matter shell of the same sector and slice
         (default), which follows smooth background gradients across a lesion; False uses the
         lesion's white-matter median everywhere
@@ -137,14 +144,16 @@ def rim_lesions(
         raise InputError(f"n_sectors must be at least 4, got {n_sectors}")
     brain = np.ones(chi.shape, bool) if brain_mask is None else \
         check_same_grid(chi, brain_mask, "the brain mask").astype(bool)
-    step = float(np.mean(vs))
     in_plane = [a for a in range(3) if a != slice_axis]
     step_plane = float(np.mean(vs[in_plane]))
-    rim_inner = 1.5 * step if rim_inner_mm is None else float(rim_inner_mm)
+    # Geometry in mm (rims are about 1-2 mm thick whatever the voxel), never finer than the
+    # in-plane voxel: slice thickness does not widen the band on anisotropic data.
+    plane_max = float(np.max(vs[in_plane]))
+    rim_inner = max(1.5, plane_max) if rim_inner_mm is None else float(rim_inner_mm)
     rim_outer = 0.0 if rim_outer_mm is None else float(rim_outer_mm)
-    gap = 1.0 * step if gap_mm is None else float(gap_mm)
-    wm_width = 3.0 * step if wm_width_mm is None else float(wm_width_mm)
-    min_radius = 1.5 * step_plane if min_radius_mm is None else float(min_radius_mm)
+    gap = max(1.0, plane_max) if gap_mm is None else float(gap_mm)
+    wm_width = max(3.0, 2.0 * plane_max) if wm_width_mm is None else float(wm_width_mm)
+    min_radius = max(1.5, 1.5 * step_plane) if min_radius_mm is None else float(min_radius_mm)
     any_lesion = labels > 0
     ids = [int(v) for v in np.unique(labels) if v > 0]
     if not ids:
@@ -230,7 +239,7 @@ def rim_lesions(
         # paramagnetic lesion has no rim).
         rim_peak = float(np.mean(para_values)) if para_values else rim_ppm
         core_iso = bool(core_ppm is None or rim_peak is None
-                        or rim_peak - core_ppm > threshold)
+                        or rim_peak - core_ppm > core_margin * threshold)
         rim_pos = run >= int(min_slices) and core_iso
         rows.append({
             "id": lid, "x": float(centroid[0]), "y": float(centroid[1]),
@@ -257,6 +266,7 @@ def rim_lesions(
         "rim_threshold_ppm": rim_threshold_ppm, "rim_min_ppm": rim_min_ppm,
         "rim_sigma": rim_sigma, "min_fraction": min_fraction, "min_slices": int(min_slices),
         "min_radius_mm": min_radius, "local_wm": bool(local_wm),
+        "core_margin": float(core_margin),
         "voxel_size_mm": vs.tolist(),
     }
     return RimResult(rows, summary, parameters, per_slice)
