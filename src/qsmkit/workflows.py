@@ -91,16 +91,36 @@ def reconstruct_and_save(
     dicom_patient: dict | None = None,
     report: bool = True,
     extra: dict | None = None,
+    progress=None,
 ) -> QSMResult:
-    """Run the pipeline and write maps, figures, provenance (and report, DICOM) to ``folder``."""
-    result = run_qsm(acq, config, mask=mask)
+    """Run the pipeline and write maps, figures, provenance (and report, DICOM) to ``folder``.
+
+    ``progress`` (optional) is called with each stage's name as it starts: the pipeline's
+    stages, then ``save maps``, ``figures``, ``DICOM`` (with ``dicom_out``) and ``report``
+    (with ``report``); see :class:`qsmkit.progress.StageProgress`. The times of the output
+    stages join the pipeline's in ``qsmkit.json`` ``timings_s``.
+    """
+    import time
+
+    def stage(name):
+        if progress is not None:
+            progress(name)
+        return time.perf_counter()
+
+    result = run_qsm(acq, config, mask=mask, progress=progress)
+    output_timings = {}
+    start = stage("save maps")
     save_result(result, acq.affine, folder)
+    start, output_timings["save_maps"] = stage("figures"), time.perf_counter() - start
     figures = save_figures(result, acq.affine, folder)
+    output_timings["figures"] = time.perf_counter() - start
     if dicom_out:
         from qsmkit.io.dicom_export import export_result_series
 
+        start = stage("DICOM")
         # File the series under the scan's patient, study and frame of reference.
         export_result_series(result, acq, folder / "dicom", patient=dicom_patient)
+        output_timings["dicom_export"] = time.perf_counter() - start
     from qsmkit.report.qc import qc_metrics
 
     record = {
@@ -110,7 +130,8 @@ def reconstruct_and_save(
         "echo_times_s": acq.echo_times_s.tolist(),
         "manufacturer": acq.manufacturer,
         "series_description": acq.series_description,
-        "timings_s": result.timings_s,
+        "timings_s": {**result.timings_s,
+                      **{k: round(v, 3) for k, v in output_timings.items()}},
         "info": result.info,
         "ChiReference": result.info.get("chi_reference"),
         "figures": figures,
@@ -121,5 +142,6 @@ def reconstruct_and_save(
     if report:
         from qsmkit.report.html import write_report
 
+        stage("report")
         write_report(folder)
     return result

@@ -19,10 +19,59 @@ def parse_floats(text: str, name: str) -> list[float]:
     try:
         values = [float(v) for v in str(text).replace(",", " ").split()]
     except ValueError:
-        raise InputError(f"{name} must be numbers separated by commas, got {text!r}") from None
+        raise InputError(f"{name} must be numbers separated by commas or spaces (e.g. "
+                         f"{name} 64,64,48 or {name} 64 64 48), got {text!r}") from None
     if not values:
         raise InputError(f"{name} is empty")
     return values
+
+
+# Options that take a list of numbers: each accepts "64,64,48", "64 64 48" (separate words
+# on the command line) and "64, 64, 48" alike (see join_number_lists).
+NUMBER_LIST_OPTIONS = frozenset({
+    "--shape", "--voxel-size", "--b0-dir", "--echo-times", "--radii", "--dgm-labels",
+    "--capacity-ratios",
+})
+
+
+def _is_number_list(word: str) -> bool:
+    parts = word.replace(",", " ").split()
+    if not parts:
+        return False
+    try:
+        [float(p) for p in parts]
+    except ValueError:
+        return False
+    return True
+
+
+def join_number_lists(argv: list[str], options=NUMBER_LIST_OPTIONS) -> list[str]:
+    """Join the separate words of a number-list option into one comma-separated word.
+
+    ``--shape 64 64 48 OUT`` becomes ``--shape 64,64,48 OUT``: the words after the option
+    are taken while they are numbers (or comma lists of numbers, negative ones included),
+    so a positional argument after the list stays positional. A word that is not a number
+    is left alone, and the option's own parser (:func:`parse_floats`) names it in its
+    error. Words after ``--`` are never touched.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        out.append(word)
+        i += 1
+        if word == "--":
+            out.extend(argv[i:])
+            break
+        if word in options:
+            values = []
+            while i < len(argv) and _is_number_list(argv[i]):
+                values.append(argv[i])
+                i += 1
+            if values:
+                # "--opt=VALUE": a list that starts with a minus sign is not taken for an option.
+                out[-1] = f"{word}=" + ",".join(v.strip().strip(",") for v in values)
+    return out
 
 
 def parse_vector3(text: str, name: str) -> tuple[float, float, float]:

@@ -59,7 +59,10 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    from qsmkit.cli.common import join_number_lists
+
+    # Number lists as "64,64,48" or "64 64 48" (issue 14).
+    args = parser.parse_args(join_number_lists(argv))
     args.command_line = "qsmkit " + " ".join(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -247,6 +247,12 @@ def load_nifti_acquisition(mag, phase, *, echo_times_s=None, b0_tesla=None,
         raise InputError(
             "no field strength: give --b0 (tesla) or MagneticFieldStrength in the JSON sidecars"
         )
+    from qsmkit.qc import check_magnitude_phase_order
+
+    # Swapped or duplicated inputs are refused before any phase unit is guessed (issue 14).
+    check_magnitude_phase_order(
+        magnitude, phase_raw, magnitude_name=", ".join(p.name for p in mag_files),
+        phase_name=", ".join(p.name for p in phase_files))
     phase_rad, note = phase_to_radians(phase_raw, what="phase", unit=phase_unit)
     del phase_raw
     if note:
