@@ -259,9 +259,10 @@ _KINDS = {
     "r2star": (("OTHER", "R2STAR"), 2000, "R2* (1/s)"),
     "mask": (("OTHER", "MASK"), 3000, "QSM mask"),
 }
-# Display window percentiles inside the mask: chi is roughly symmetric about its reference;
-# R2* has a long right tail (veins, sinus edges) that would leave brain tissue dark.
-_WINDOW_PERCENTILES = {"r2star": (2.0, 95.0)}
+# Display window inside the mask: (low, high percentile, centre). chi: centred on its median
+# (grey = the reference tissue; diamagnetic darker, paramagnetic brighter), as wide as the
+# 2-98 percentile span. R2* (long right tail from veins and sinus edges): the 2-95 span.
+_WINDOWS = {"chi": (2.0, 98.0, "median"), "r2star": (2.0, 95.0, "span")}
 
 # MR acquisition attributes copied from the source series (DICOM input); Type 2 attributes
 # left empty when unknown. Values are those of the scan the map was computed from.
@@ -434,17 +435,23 @@ def _source_images(source: Mapping, layout: _Layout, k: int) -> list:
     return []
 
 
-def _window(stored: np.ndarray, mask, percentiles=(2.0, 98.0)) -> tuple[float, float]:
-    """Window centre and width (stored units) from percentiles (2-98) inside the mask."""
+def _window(stored: np.ndarray, mask, spec=(2.0, 98.0, "span")) -> tuple[float, float]:
+    """Window centre and width (stored units, width >= 2) from percentiles inside the mask.
+
+    ``spec`` is (low, high percentile, centre): the width is the low-high span; the centre
+    is the median (``"median"``) or the middle of the span (``"span"``).
+    """
     if mask is not None:
         inside = stored[np.asarray(mask, dtype=bool)]
     else:
         inside = stored[stored != 0]
     if inside.size == 0:
         inside = stored.ravel()
-    low, high = (float(v) for v in np.percentile(inside, list(percentiles)))
+    low_pct, high_pct, centre = spec
+    low, median, high = (float(v) for v in np.percentile(inside, [low_pct, 50.0, high_pct]))
     width = max(high - low, 2.0)
-    return float(np.round((low + high) / 2)), float(np.ceil(width))
+    middle = median if centre == "median" else (low + high) / 2
+    return float(np.round(middle)), float(np.ceil(width))
 
 
 def export_dicom_series(
@@ -508,8 +515,9 @@ def export_dicom_series(
     LUT (RescaleSlope is not part of the MR Image IOD): one stored unit is 1 ppb for chi,
     0.1 1/s for R2*, or a coarser 1-2-5 step when a value would not fit. The Real World Value
     Mapping Sequence (0040,9096) gives the slope to the real unit (UCUM code), and the window
-    (WindowCenter/WindowWidth, stored units) spans the 2-98 percentiles inside the mask (2-95
-    for R2*), so viewers show anatomy. See docs/input.md, "DICOM export".
+    (WindowCenter/WindowWidth, stored units) is as wide as the 2-98 percentile span inside
+    the mask, centred on the median for chi (2-95 percentiles for R2*), so viewers show
+    anatomy. See docs/input.md, "DICOM export".
 
     References
     ----------
@@ -548,7 +556,7 @@ def export_dicom_series(
     spec = _unit_spec(unit)
     step = storage_step(volume, unit)
     stored = np.clip(np.round(volume / step), -32768, 32767).astype(np.int16)
-    center, width = _window(stored, mask, _WINDOW_PERCENTILES.get(kind, (2.0, 98.0)))
+    center, width = _window(stored, mask, _WINDOWS.get(kind, (2.0, 98.0, "span")))
     image_type, offset, default_description = _KINDS.get(
         kind, (("OTHER", kind.upper()[:16] or "MAP"), 4000, f"{kind} ({spec['label']})"))
     entropy = [str(outdir.resolve().parent)]
