@@ -125,3 +125,103 @@ def test_cohort_page_in_browser(page, synthetic_run, tmp_path):
     assert page.driver.current_url == (report_dir / "report.html").resolve().as_uri()
     assert page.driver.title == "synthetic run"
     assert page.broken_images() == [] and page.console_errors() == []
+
+
+# Anatomical figures of a run folder: every one must carry orientation letters.
+ANATOMICAL_FIGURES = ("magnitude.png", "local_field.png", "chi.png", "r2star.png",
+                      "qc_background.png", "qc_mask.png", "qc_residual.png")
+
+
+def test_report_panels_are_lettered_and_the_viewer_toggles_colour(page, synthetic_run):
+    page.open(synthetic_run / "report.html")
+    figures = page.driver.execute_script(
+        "return Array.from(document.querySelectorAll('figure img')).map(i => ({file: "
+        "i.getAttribute('data-file'), orientation: i.getAttribute('data-orientation'), "
+        "caption: i.closest('figure').querySelector('figcaption').textContent}));")
+    shown = {f["file"]: f for f in figures}
+    assert set(ANATOMICAL_FIGURES) <= set(shown)
+    for name in ANATOMICAL_FIGURES:
+        text = shown[name]["orientation"] or ""
+        # The synthetic run is stored LAS: the letters are those of the radiological view.
+        assert "left R right L bottom P top A" in text, (name, text)
+        if name not in ("qc_mask.png",):  # the montage is axial only
+            assert "left A right P bottom I top S" in text, (name, text)  # sagittal
+        assert "Orientation (radiological)" in shown[name]["caption"]
+    letters = page.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#viewer-frame .orient'))"
+        ".map(e => e.className.split(' ')[1] + ':' + e.textContent);")
+    assert sorted(letters) == ["bottom:P", "left:R", "right:L", "top:A"]
+    # Grey by default; the toggle recolours the current slice and keeps it when sliding.
+    state = page.driver.execute_script(
+        "var i = document.getElementById('viewer-image'); return i.getAttribute('data-cmap');")
+    assert state == "grey"
+    page.driver.find_element("id", "viewer-colour").click()
+    page.driver.implicitly_wait(0)
+    import time
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and page.driver.execute_script(
+            "return document.getElementById('viewer-image').getAttribute('data-cmap');"
+    ) != "colour":
+        time.sleep(0.05)
+    colour = page.driver.execute_script(
+        "var i = document.getElementById('viewer-image'); var c = document.createElement("
+        "'canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight; var x = "
+        "c.getContext('2d'); x.drawImage(i, 0, 0); var d = x.getImageData(0, 0, c.width, "
+        "c.height).data; var n = 0; for (var p = 0; p < d.length; p += 4) { if (Math.abs("
+        "d[p] - d[p + 2]) > 40) n++; } return [i.getAttribute('data-cmap'), n];")
+    assert colour[0] == "colour" and colour[1] > 0  # red/blue pixels, not grey
+    assert page.broken_images() == [] and page.console_errors() == []
+
+
+def test_report_written_in_a_staging_folder_names_no_staging_folder(page, synthetic_run,
+                                                                     tmp_path):
+    """`qsmkit run` writes the report inside ``.NAME.partial-XXXX`` and then renames the
+    folder to NAME (:func:`qsmkit.io.output.staged_output`): the page never names it."""
+    import json
+
+    from qsmkit.io.output import staged_output
+    from qsmkit.report.html import write_report
+
+    out = tmp_path / "subject-07"
+    with staged_output(out) as stage:
+        assert ".partial" in stage.name
+        for item in synthetic_run.iterdir():
+            shutil.copy(item, stage / item.name)
+        record = json.loads((stage / "qsmkit.json").read_text())
+        record.pop("title", None)  # as `qsmkit run` writes it: no title of its own
+        (stage / "qsmkit.json").write_text(json.dumps(record))
+        write_report(stage)
+    page.open(out / "report.html")
+    assert page.driver.title == "qsmkit report: subject-07"
+    assert page.driver.find_element("css selector", "header h1").text == page.driver.title
+    text = page.driver.execute_script("return document.documentElement.outerHTML;")
+    assert ".partial" not in text
+    assert page.broken_images() == [] and page.console_errors() == []
+
+
+def test_cohort_page_shows_every_region(page, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from qsmkit.report.cohort import REGIONS_PER_PLOT, write_cohort_page
+
+    regions = [f"region {i:02d}" for i in range(22)] + ["thalamus", "substantia nigra",
+                                                         "white matter"]
+    roi_rows = [{"subject": s, "name": n, "mean_ppm": 0.01 * i, "group": g}
+                for s, g in (("01", "control"), ("02", "pd"))
+                for i, n in enumerate(regions)]
+    results = [{"label": f"sub-{s}", "subject": s, "session": "", "status": "done",
+                "seconds": 1.0} for s in ("01", "02")]
+    path = write_cohort_page(tmp_path / "derivatives", results, roi_rows, [])
+    page.open(path)
+    plots = page.driver.find_elements(By.CSS_SELECTOR, "figure.regional img")
+    assert len(plots) == -(-len(regions) // REGIONS_PER_PLOT)  # 25 regions: 3 plots
+    import json
+
+    shown = [name for img in plots for name in json.loads(img.get_attribute("data-regions"))]
+    assert sorted(shown) == sorted(regions)
+    captions = " ".join(f.text for f in page.driver.find_elements(
+        By.CSS_SELECTOR, "figure.regional figcaption"))
+    for name in ("thalamus", "substantia nigra", "white matter"):
+        assert name in captions
+    assert page.broken_images() == [] and page.console_errors() == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from pathlib import Path
 
 import matplotlib
@@ -60,20 +61,47 @@ def _group_column(rows: list[dict]) -> str | None:
     return None
 
 
-def regional_plot(roi_rows: list[dict]) -> str | None:
-    """Strip plot of regional mean chi by region (and by group when participants.tsv has one)."""
+REGIONS_PER_PLOT = 12
+
+
+def regional_plots(roi_rows: list[dict], *, per_plot: int = REGIONS_PER_PLOT
+                   ) -> list[tuple[list[str], str]]:
+    """Strip plots of regional mean chi for every region, ``per_plot`` regions a figure.
+
+    Returns ``(regions, PNG data URI)`` pairs covering every region of ``roi_rows`` (in
+    alphabetical order), so a cohort with 40 regions gets 4 readable plots instead of one
+    crowded or truncated one.
+    """
+    rows = [r for r in roi_rows if r.get("name") and np.isfinite(_float(r.get("mean_ppm")))]
+    regions = sorted({str(r["name"]) for r in rows})
+    pages = [regions[i:i + per_plot] for i in range(0, len(regions), per_plot)]
+    plots = []
+    for number, page in enumerate(pages, start=1):
+        part = f" ({number} of {len(pages)})" if len(pages) > 1 else ""
+        uri = regional_plot(rows, regions=page, part=part)
+        if uri:
+            plots.append((page, uri))
+    return plots
+
+
+def regional_plot(roi_rows: list[dict], *, regions=None, part: str = "") -> str | None:
+    """Strip plot of regional mean chi by region (and by group when participants.tsv has one)
+    for ``regions`` (default: every region of ``roi_rows``)."""
     rows = [r for r in roi_rows if r.get("name") and np.isfinite(_float(r.get("mean_ppm")))]
     if not rows:
         return None
     group_key = _group_column(rows)
-    regions = sorted({r["name"] for r in rows})[:20]
+    regions = sorted({str(r["name"]) for r in rows}) if regions is None else list(regions)
+    rows = [r for r in rows if str(r["name"]) in set(regions)]
+    if not rows:
+        return None
     groups = sorted({str(r.get(group_key, "")) for r in rows}) if group_key else [""]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(regions) + 2), 4), constrained_layout=True)
     width = 0.8 / max(len(groups), 1)
     labelled: set[str] = set()
     for g_index, group in enumerate(groups):
         for r_index, region in enumerate(regions):
-            values = [_float(r["mean_ppm"]) for r in rows if r["name"] == region
+            values = [_float(r["mean_ppm"]) for r in rows if str(r["name"]) == region
                       and (not group_key or str(r.get(group_key, "")) == group)]
             if not values:
                 continue
@@ -89,7 +117,7 @@ def regional_plot(roi_rows: list[dict]) -> str | None:
     ax.set_ylabel("mean χ (ppm)")
     ax.axhline(0, color="0.7", lw=0.8)
     ax.set_title("Regional susceptibility" + (f" by {group_key}" if group_key else "")
-                 + " (points: subjects, bars: means)", fontsize=10)
+                 + f"{part} (points: subjects, bars: means)", fontsize=10)
     if group_key:
         ax.legend(title=group_key, fontsize=8)
     return _png_uri(fig)
@@ -170,9 +198,17 @@ def write_cohort_page(output: Path, results: list[dict], roi_rows, qc_rows) -> P
                     f"<td class='text'>{flags}</td>"
                     f"<td class='text error'>{html.escape(error[:160])}</td></tr>")
     plots = []
-    for title, uri in (("Regional χ", regional_plot(list(roi_rows or []))),
-                       ("QC metrics (red: outliers, more than 3 robust SD from the median)",
-                        qc_plot(qc_rows, flagged))):
+    regional = regional_plots(list(roi_rows or []))
+    for number, (regions, uri) in enumerate(regional, start=1):
+        part = f" ({number} of {len(regional)})" if len(regional) > 1 else ""
+        names = ", ".join(regions)
+        plots.append(f"<figure class='regional'><img src='{uri}' "
+                     f"alt='Regional χ{part}: {html.escape(names)}' "
+                     f"data-regions='{html.escape(json.dumps(regions))}'>"
+                     f"<figcaption>Regional χ{part}: {html.escape(names)}</figcaption>"
+                     "</figure>")
+    for title, uri in (("QC metrics (red: outliers, more than 3 robust SD from the median)",
+                        qc_plot(qc_rows, flagged)),):
         if uri:
             plots.append(f"<figure><img src='{uri}' alt='{html.escape(title)}'>"
                          f"<figcaption>{html.escape(title)}</figcaption></figure>")
