@@ -277,6 +277,30 @@ def test_descending_source_slice_order_is_kept(siemens, tmp_path):
     _check_like_source(files, _source_files(copy), orientation)
 
 
+def test_enhanced_multiframe_source_frames_are_referenced(tmp_path):
+    affine = affine_from_geometry(SHAPE, VOXEL, B0_DIR)
+    magnitude = _head(SHAPE)[..., None] * np.exp(-np.asarray(TES) / 0.04)
+    acq = Acquisition(magnitude, np.zeros_like(magnitude), TES, 3.0, affine)
+    write_gre_dicom(acq, tmp_path / "source", enhanced=True)
+    source = read_dicom(tmp_path / "source")
+    files = export_dicom_series(_linear_chi(source)[0], source.affine, tmp_path / "chi",
+                                source_datasets=source.dicom_reference)
+    enhanced = pydicom.dcmread(next((tmp_path / "source").rglob("M_*.dcm")))
+    plane = enhanced.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+    for path in files:
+        ds = pydicom.dcmread(path)
+        np.testing.assert_allclose([float(v) for v in ds.ImageOrientationPatient],
+                                   [float(v) for v in plane.ImageOrientationPatient], atol=1e-6)
+        frames = [int(item.ReferencedFrameNumber) for item in ds.SourceImageSequence
+                  if item.ReferencedSOPInstanceUID == enhanced.SOPInstanceUID]
+        assert len(frames) == len(TES)  # this slice's frame at every echo
+        for number in frames:
+            position = enhanced.PerFrameFunctionalGroupsSequence[number - 1] \
+                .PlanePositionSequence[0].ImagePositionPatient
+            np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient],
+                                       [float(v) for v in position], atol=1e-3)
+
+
 def test_real_philips_3d_source_is_not_mirrored(philips, tmp_path):
     chi, mask = _linear_chi(philips)
     files = export_dicom_series(chi, philips.affine, tmp_path / "chi", mask=mask,

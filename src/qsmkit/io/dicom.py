@@ -1506,7 +1506,8 @@ def _source_slices(grid: _Grid) -> dict:
 
     ``SourceSlices``: one entry per slice (sorted along the normal) with its LPS position and
     the (SOPClassUID, SOPInstanceUID, frame number or None) of every image at it;
-    ``SourceSliceDirection``: the unit LPS vector along which InstanceNumber increases.
+    ``SourceSliceDirection``: the unit LPS vector along which InstanceNumber increases;
+    ``ImageOrientationPatient``: the images' (also for enhanced multi-frame files).
     """
     slices: list[dict] = [{"position": [float(v) for v in p], "images": []}
                           for p in grid.positions]
@@ -1523,4 +1524,5 @@ def _source_slices(grid: _Grid) -> dict:
     if len(first) > 1 and first[-1].instance_number < first[0].instance_number:
         direction = -normal
     return {"SourceSlices": slices,
-            "SourceSliceDirection": [float(v) for v in direction]}
+            "SourceSliceDirection": [float(v) for v in direction],
+            "ImageOrientationPatient": [float(v) for v in grid.orientation]}
