@@ -348,7 +348,7 @@ one image. Real phase correlates weakly with magnitude: 0.03 on the real crop; 0
 zero (measured 2026-12-05, dcm2niix conversions in shared/data)."""
 SWAP_DECAY_RATIO = 0.9
 """Last-over-first echo mean at or below which a non-negative image decays with echo time
-the way magnitude does (R2* > 0; 0.73-0.79 on the vendor samples and the real crop, 0.73 on
+the way magnitude does (R2* > 0; 0.78-0.83 on the vendor samples and the real crop, 0.73 on
 a simulated head with 5 echoes to 20 ms): wrapped phase has no such trend."""
 SWAP_NEGATIVE_SHARE = 0.01
 """Share of magnitude voxels below zero above which the 'magnitude' is signed data (phase)."""
