@@ -66,7 +66,7 @@ def siemens(tmp_path_factory):
     folder = tmp_path_factory.mktemp("siemens")
     affine = affine_from_geometry(SHAPE, VOXEL, B0_DIR)
     magnitude = _head(SHAPE)[..., None] * np.exp(-np.asarray(TES) / 0.04)
-    phase = np.zeros(SHAPE + (len(TES),))
+    phase = np.random.default_rng(1).uniform(-np.pi, np.pi, SHAPE + (len(TES),))
     acq = Acquisition(magnitude, phase, TES, 3.0, affine, series_description="gre_qsm")
     orientation = _scanner_orientation(affine)
     write_gre_dicom(acq, folder / "source", image_orientation=orientation)
@@ -299,6 +299,39 @@ def test_enhanced_multiframe_source_frames_are_referenced(tmp_path):
                 .PlanePositionSequence[0].ImagePositionPatient
             np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient],
                                        [float(v) for v in position], atol=1e-3)
+
+
+def test_imported_source_keeps_orientation_and_needs_a_patient_for_its_study(siemens,
+                                                                           tmp_path):
+    """`qsmkit import` keeps no patient identifiers: the orientation travels, the study only
+    with a PatientID (a PACS refuses a study whose series disagree on the patient)."""
+    from qsmkit.io.load import load_acquisition, save_acquisition
+
+    folder, acq, orientation = siemens
+    save_acquisition(acq, tmp_path / "imported")
+    imported = load_acquisition([tmp_path / "imported"])
+    assert "PatientID" not in imported.dicom_reference
+    chi = _linear_chi(imported)[0]
+    anonymous = export_dicom_series(chi, imported.affine, tmp_path / "a",
+                                    source_datasets=imported.dicom_reference)
+    named = export_dicom_series(chi, imported.affine, tmp_path / "b",
+                                source_datasets=imported.dicom_reference,
+                                patient={"PatientID": "QSM-9"})
+    source = _source_files(folder / "source")
+    first = pydicom.dcmread(named[0])
+    assert first.StudyInstanceUID == source[1].StudyInstanceUID
+    assert pydicom.dcmread(anonymous[0]).StudyInstanceUID != source[1].StudyInstanceUID
+    _check_like_source_geometry(named, source, orientation)
+
+
+def _check_like_source_geometry(files, source_by_instance, orientation):
+    for path in files:
+        ds = pydicom.dcmread(path)
+        src = source_by_instance[int(ds.InstanceNumber)]
+        np.testing.assert_allclose([float(v) for v in ds.ImageOrientationPatient],
+                                   orientation, atol=1e-6)
+        np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient],
+                                   [float(v) for v in src.ImagePositionPatient], atol=1e-3)
 
 
 def test_real_philips_3d_source_is_not_mirrored(philips, tmp_path):

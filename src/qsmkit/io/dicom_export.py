@@ -26,6 +26,7 @@ that reading back always gives the written array and affine.
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from qsmkit.errors import InputError
+
+log = logging.getLogger(__name__)
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -560,8 +563,15 @@ def export_dicom_series(
     image_type, offset, default_description = _KINDS.get(
         kind, (("OTHER", kind.upper()[:16] or "MAP"), 4000, f"{kind} ({spec['label']})"))
     entropy = [str(outdir.resolve().parent)]
-    study_uid = str(source.get("StudyInstanceUID")
-                    or generate_uid(entropy_srcs=entropy + ["study"]))
+    # A series filed in the scan's study must name its patient: a PACS refuses (or files
+    # apart) a study whose series disagree on PatientID. Without one, start a new study.
+    patient_known = bool((patient or {}).get("PatientID") or source.get("PatientID"))
+    keep_study = bool(source.get("StudyInstanceUID")) and patient_known
+    if source.get("StudyInstanceUID") and not keep_study:
+        log.warning("the source gives no PatientID: the %s series gets a new study; give "
+                    "--patient-id to file it with the scan", kind)
+    study_uid = str(source["StudyInstanceUID"] if keep_study
+                    else generate_uid(entropy_srcs=entropy + ["study"]))
     frame_uid = str(source.get("FrameOfReferenceUID")
                     or generate_uid(entropy_srcs=entropy + ["frame"]))
     series_uid = generate_uid()
@@ -606,7 +616,7 @@ def export_dicom_series(
         _apply_patient(ds, patient)
         if "BodyPartExamined" not in ds and "Laterality" not in ds:
             ds.Laterality = ""  # Type 2C: unknown body part, so unknown laterality
-        if not source.get("StudyInstanceUID"):
+        if not keep_study:
             ds.StudyID = "QSMKIT"
         ds.StudyInstanceUID = study_uid
         ds.FrameOfReferenceUID = frame_uid

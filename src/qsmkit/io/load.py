@@ -31,9 +31,11 @@ IMPORT_NAMES = ("mag.nii.gz", "phase.nii.gz", "mag.json", "phase.json", "acquisi
 ACQUISITION_JSON = "acquisition.json"
 
 # DICOM attributes safe to keep in acquisition.json (no patient identifiers): enough for a
-# derived DICOM series (chi, R2*) to be filed in the same study and frame of reference.
+# derived DICOM series (chi, R2*) to be filed in the same study and frame of reference, with
+# the source's image orientation and slice order.
 _REFERENCE_UIDS = ("StudyInstanceUID", "FrameOfReferenceUID", "SeriesInstanceUID",
-                   "SeriesNumber", "SeriesDescription", "Manufacturer")
+                   "SeriesNumber", "SeriesDescription", "Manufacturer",
+                   "ImageOrientationPatient", "SourceSliceDirection")
 
 
 def load_acquisition(
