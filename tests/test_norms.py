@@ -189,3 +189,16 @@ def test_compare_reports_r2star_beside_chi(tmp_path):
     assert main(["compare", str(table), "--groups", "control,rls", "--value",
                  "r2star_mean_per_s", "-o", str(out2)]) == 0
     assert "r2star_auc" not in out2.read_text().splitlines()[0]
+
+
+def test_csf_reference_prefers_the_ventricles():
+    chi, labels = _scene()
+    labels[16:20, 0:4, 0:4] = 24  # FreeSurfer "CSF" (extra-ventricular), biased low
+    chi[16:20, 0:4, 0:4] = -0.02
+    res = roi.roi_statistics(chi, labels, VS, reference="csf")
+    assert res.reference["value_ppm"] == pytest.approx(0.0, abs=1e-7)
+    assert "Left-Lateral-Ventricle" in res.reference["description"]
+    assert "CSF" not in res.reference["description"].replace("csf (", "")
+    only_csf = np.where(labels == 4, 2, labels)
+    res = roi.roi_statistics(chi, only_csf, VS, reference="csf")
+    assert res.reference["value_ppm"] == pytest.approx(-0.02, abs=1e-7)

@@ -56,6 +56,7 @@ ROI_COLUMNS = (
     "r2star_mean_per_s", "r2star_sd_per_s", "r2star_n",
 )
 _CSF_PATTERN = re.compile(r"csf|ventric|(^|[-_ ])vent$", re.IGNORECASE)
+_VENTRICLE_PATTERN = re.compile(r"ventric|(^|[-_ ])vent$", re.IGNORECASE)
 _NO_IRON_PATTERN = re.compile(
     r"csf|ventric|white|\bwm\b|vessel|vein|sinus|choroid|unknown|background|air|skull|scalp"
     r"|bleed|calcif|lesion|ms_",
@@ -135,6 +136,23 @@ def is_csf_name(name: str) -> bool:
     return bool(_CSF_PATTERN.search(str(name)))
 
 
+def csf_region(labels: np.ndarray, lut: dict[int, str], mask=None) -> tuple[np.ndarray, list]:
+    """The CSF reference region of a label image and the names it uses: the labels named
+    ventricle when any is present, else every label named CSF or ventricle (within ``mask``).
+
+    Ventricular CSF is preferred: CSF at the edge of the brain mask is biased by background
+    removal (on the independent phantom the whole CSF label read about 20 ppb below the
+    ventricles; docs/applications.md) and Straub et al. 2017 found the lateral ventricles
+    among the most stable references.
+    """
+    inside = labels if mask is None else np.where(mask, labels, 0)
+    present = {k: v for k, v in lut.items() if is_csf_name(v) and np.any(inside == k)}
+    ventricles = {k: v for k, v in present.items() if _VENTRICLE_PATTERN.search(str(v))}
+    chosen = ventricles or present
+    region = np.isin(inside, list(chosen)) if chosen else np.zeros(labels.shape, bool)
+    return region, sorted(chosen.values())
+
+
 def _find_labels(lut: dict[int, str], key) -> list[int]:
     if isinstance(key, (int, np.integer)) or (isinstance(key, str) and key.strip().isdigit()):
         return [int(key)]
@@ -159,14 +177,12 @@ def reference_mask(reference, labels: np.ndarray, lut: dict[int, str],
         return region, "brain (mean over the brain mask)" if mask is not None else \
             "brain (mean over all labelled voxels)"
     if isinstance(ref, str) and ref.lower() == "csf":
-        csf = [k for k, v in lut.items() if is_csf_name(v)]
-        region = np.isin(labels, csf) if csf else np.zeros(labels.shape, bool)
+        region, names = csf_region(labels, lut)
         if not region.any():
             raise InputError(
                 "--reference csf needs labels named CSF or ventricle in the lookup table; "
                 "none are present in the label image. Use --reference brain, none, or a label"
             )
-        names = sorted({lut[k] for k in csf if np.any(labels == k)})
         return region, "csf (mean over " + ", ".join(names) + ")"
     found = _find_labels(lut, ref)
     region = np.isin(labels, found) if found else np.zeros(labels.shape, bool)
@@ -186,10 +202,9 @@ def reference_levels(chi, labels, names, mask, chi_reference) -> tuple[dict, dic
 
     levels: dict = {"csf": None, "brain": None}
     sources: dict = {"csf": None, "brain": None}
-    csf = [k for k, v in names.items() if is_csf_name(v)]
-    region = np.isin(labels, csf) if csf else None
-    if region is not None and region.any():
-        levels["csf"], sources["csf"] = float(chi[region].mean()), "CSF/ventricle labels"
+    region, used = csf_region(labels, names)
+    if region.any():
+        levels["csf"], sources["csf"] = float(chi[region].mean()), ", ".join(used)
     if mask is not None and mask.any():
         levels["brain"], sources["brain"] = float(chi[mask].mean()), "brain mask"
     for key in ("csf", "brain"):

@@ -88,11 +88,13 @@ def run(args) -> int:
     labels = names = reference_mask = None
     if args.labels:
         data, _, _ = load_nifti(args.labels, dtype=np.float64)
+        from qsmkit.cli.common import check_labels
+
+        check_labels(data, args.labels)
         labels = np.rint(data[..., 0] if data.ndim == 4 else data).astype(np.int32)
         lut_path = Path(args.lut) if args.lut else sibling_lut(Path(args.labels))
         names = {**roi.default_lut(), **(roi.read_lut(lut_path) if lut_path else {})}
-        csf_labels = [k for k, v in names.items() if roi.is_csf_name(v)]
-        region = np.isin(labels, csf_labels) & mask
+        region, _ = roi.csf_region(labels, names, mask)
         if args.csf is None and args.reference_ppm is None and region.any():
             reference_mask = region
     if args.csf:
