@@ -66,7 +66,7 @@ def test_orthogonal_slices_record_their_letters(tmp_path):
     path = orthogonal_slices(volume, AFFINES["PIR"], tmp_path / "x.png", title="t", unit="a.u.")
     text = figure_orientation(path)
     assert "sagittal (slice" in text and "sagittal" in text
-    for plane, (left, right, bottom, top) in EXPECTED.items():
+    for left, right, bottom, top in EXPECTED.values():
         assert f"left {left} right {right} bottom {bottom} top {top}" in text
 
 
