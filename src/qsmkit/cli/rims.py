@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slice-axis", type=int, default=2, choices=(0, 1, 2),
                         help="array axis across the slices read (2: axial, default)")
     parser.add_argument("--threshold", type=float, default=None, metavar="PPM",
-                        help="rim threshold over white matter (default: max(0.015, 2 SD of "
-                        "white matter))")
+                        help="rim threshold over white matter (default: max(0.015, 1.5 SD "
+                        "of white matter))")
     parser.add_argument("--min-fraction", type=float, default=2.0 / 3.0,
                         help="fraction of the edge that must be paramagnetic (2/3)")
     parser.add_argument("--min-slices", type=int, default=2,
@@ -50,10 +50,16 @@ def run(args) -> int:
     lesion_mask, _, _ = load_nifti(args.lesion_mask, dtype=float)
     if lesion_mask.ndim == 4 and lesion_mask.shape[3] == 1:
         lesion_mask = lesion_mask[..., 0]
+    from qsmkit.cli.common import check_labels
+
+    check_labels(lesion_mask, args.lesion_mask, integers=False)
     brain = load_mask(args.mask, chi.shape) if args.mask else None
     result = rims.rim_lesions(chi, lesion_mask, voxel_size, brain_mask=brain,
                               slice_axis=args.slice_axis, rim_threshold_ppm=args.threshold,
                               min_fraction=args.min_fraction, min_slices=args.min_slices)
+    note = rims.inversion_note(_inversion_of(args.chi))
+    if note:
+        result.summary["inversion_note"] = note
     payload = {"summary": result.summary, "parameters": result.parameters,
                "rows": result.rows,
                "slices": {str(k): v for k, v in result.slices.items()}}
@@ -70,5 +76,21 @@ def run(args) -> int:
     print(f"rim+ {s['n_rim_positive']} of {s['n_lesions']} lesions; PRL flag (>= "
           f"{rims.PRL_COUNT_FLAG}): {'YES' if s['prl_flag'] else 'no'}; threshold "
           f"{s['threshold_ppm']:.3f} ppm")
+    if note:
+        print(f"note: {note}")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _inversion_of(chi_path) -> str | None:
+    """The inversion method recorded in qsmkit.json beside CHI (None if there is none)."""
+    import json
+    from pathlib import Path
+
+    record = Path(chi_path).with_name("qsmkit.json")
+    try:
+        config = json.loads(record.read_text()).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    method = config.get("invert") if isinstance(config, dict) else None
+    return method if isinstance(method, str) else None
