@@ -196,3 +196,21 @@ def test_run_records_the_reference(tmp_path, ref):
     vent = np.isin(ph.labels, [k for k, v in ph.label_names.items() if v == "ventricles"])
     expected = 0.0 if ref == "csf" else float(np.median(chi[vent & valid]))
     assert rec["CSFPpm"] == pytest.approx(expected, abs=0.003)
+
+
+def test_reference_command_records_the_reference(tmp_path, scene):
+    from qsmkit.cli.main import main
+    from qsmkit.io.nifti import save_nifti
+    from qsmkit.io.sidecar import read_chi_reference
+
+    chi, r2, mask, _ = scene
+    affine = np.diag([*VS, 1.0])
+    save_nifti(tmp_path / "chi.nii.gz", chi + 0.05, affine)
+    save_nifti(tmp_path / "mask.nii.gz", mask.astype(np.uint8), affine)
+    save_nifti(tmp_path / "r2star.nii.gz", r2, affine)
+    out = tmp_path / "chi_brain.nii.gz"
+    assert main(["reference", str(tmp_path / "chi.nii.gz"), "--mask", str(tmp_path / "mask.nii.gz"),
+                 "--r2star", str(tmp_path / "r2star.nii.gz"), "-o", str(out)]) == 0
+    rec, where = read_chi_reference(out)
+    assert where.endswith("chi_brain.json") and rec["Method"] == "brain"
+    assert rec["CSFPpm"] == pytest.approx(-float(chi[mask].mean()), abs=0.003)

@@ -16,6 +16,8 @@ mean with a message when none is found; --method roi subtracts the mean over --r
 
 OUT is a .nii/.nii.gz file name (writes it, <stem>_region.nii.gz with the reference region
 and a <stem>.json sidecar) or a folder (writes chi.nii.gz, chi_region.nii.gz, qsmkit.json).
+The sidecar / qsmkit.json carries ChiReference (how the map is referenced, with the whole-brain
+and ventricular-CSF levels in its frame), which roi and oximetry read.
 
 examples:
   qsmkit reference chi.nii.gz --mask mask.nii.gz -o chi_ref.nii.gz
@@ -45,7 +47,7 @@ def run(args) -> int:
     from qsmkit.errors import InputError
     from qsmkit.geometry import voxel_size_from_affine
     from qsmkit.io.nifti import load_nifti
-    from qsmkit.reference import reference_region, subtract_reference
+    from qsmkit.reference import reference_record, reference_region, subtract_reference
 
     chi, affine, _ = load_nifti(args.chi)
     if chi.ndim == 4 and chi.shape[3] == 1:
@@ -90,7 +92,11 @@ def run(args) -> int:
          ("_region", region, affine, "reference region", "")],
         inputs=inputs,
         config={"method": args.method, "r2star_max_per_s": args.r2star_max},
-        extra={"reference": info},
+        extra={"reference": info,
+               # how the written map is referenced, with its CSF and brain levels
+               "ChiReference": reference_record(
+                   out, mask, info, voxel_size=voxel_size, r2star_per_s=r2star,
+                   magnitude=extra_maps.get("magnitude"), r2star_max_per_s=args.r2star_max)},
     )
     if info["fallback"]:
         print(f"note: {info['fallback']}")
