@@ -222,7 +222,8 @@ def _regional_iron(result, task: SubjectTask, run_dir: Path) -> list[dict]:
                          f"grid {result.chi_ppm.shape}; resample them to the GRE space")
     lut = read_lut(task.lut_path) if task.lut_path else None
     rows = region_table(result.chi_ppm, np.rint(labels).astype(int), result.info["voxel_size_mm"],
-                        lut=lut, mask=result.local_mask)
+                        lut=lut, mask=result.local_mask, r2star_per_s=result.r2star_per_s,
+                        chi_reference=result.info.get("chi_reference"))
     write_table(rows, run_dir / "roi.tsv")
     return [{"subject": task.subject, "session": task.session or "", **r} for r in rows]
 
