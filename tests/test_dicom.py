@@ -21,7 +21,7 @@ from qsmkit.io.dicom import (
     read_dicom,
     reorient_closest_canonical,
 )
-from qsmkit.io.dicom_export import write_gre_dicom
+from qsmkit.io.gre_dicom import write_gre_dicom
 from qsmkit.units import wrap_phase
 
 SHAPE = (10, 8, 6)

@@ -21,7 +21,8 @@ from qsmkit.acquisition import Acquisition
 from qsmkit.errors import InputError
 from qsmkit.geometry import affine_from_geometry
 from qsmkit.io.dicom import read_dicom, read_series_volume, scan_dicom_folder
-from qsmkit.io.dicom_export import export_dicom_series, storage_step, write_gre_dicom
+from qsmkit.io.dicom_export import export_dicom_series, storage_step
+from qsmkit.io.gre_dicom import write_gre_dicom
 
 nib = pytest.importorskip("nibabel")
 
