@@ -365,6 +365,21 @@ def test_nifti_input_gets_a_display_orientation(tmp_path):
     assert ds.SeriesNumber == 9001
 
 
+def test_nifti_sidecar_orientation_and_body_part_are_used(siemens, tmp_path):
+    """dcm2niix sidecars carry ImageOrientationPatientDICOM and BodyPartExamined."""
+    _, acq, _ = siemens
+    flipped = [-v for v in _scanner_orientation(acq.affine)]  # rows to R, columns to A
+    metadata = {"ImageOrientationPatientDICOM": flipped, "BodyPartExamined": "BRAIN",
+                "RepetitionTime": 0.025}
+    files = export_dicom_series(_linear_chi(acq)[0], acq.affine, tmp_path / "chi",
+                                metadata=metadata)
+    ds = pydicom.dcmread(files[0])
+    np.testing.assert_allclose([float(v) for v in ds.ImageOrientationPatient], flipped,
+                               atol=1e-6)
+    assert ds.BodyPartExamined == "BRAIN" and "Laterality" not in ds
+    assert float(ds.RepetitionTime) == pytest.approx(25.0)  # s -> ms
+
+
 # ----------------------------------------------------------------------------------------
 # External tools: dciodvfy, dcm2pnm, dcm2niix
 

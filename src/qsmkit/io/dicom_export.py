@@ -157,6 +157,7 @@ _SIDECAR_KEYWORDS = {
     "ScanOptions": ("ScanOptions", None),
     "SequenceName": ("SequenceName", None),
     "PatientPosition": ("PatientPosition", None),
+    "BodyPartExamined": ("BodyPartExamined", None),
     "MagneticFieldStrength": ("MagneticFieldStrength", 1.0),
     "ImagingFrequency": ("ImagingFrequency", 1.0),
 }
@@ -325,8 +326,9 @@ def export_dicom_series(
         source's, e.g. for NIfTI input.
     metadata : dict, optional
         BIDS sidecar fields of the acquisition (``RepetitionTime`` in s, ``FlipAngle``,
-        ``MRAcquisitionType``, ``MagneticFieldStrength``...), used where the source DICOM
-        gives none (NIfTI input).
+        ``MRAcquisitionType``, ``MagneticFieldStrength``, ``BodyPartExamined``...), used where
+        the source DICOM gives none (NIfTI input); dcm2niix's
+        ``ImageOrientationPatientDICOM`` gives the scanner's row and column directions.
 
     Returns
     -------
@@ -368,7 +370,13 @@ def export_dicom_series(
 
     affine = validate_affine(affine)
     source = _source_values(source_datasets)
-    layout = _layout(volume, affine, source)
+    orientation_source = source
+    if "ImageOrientationPatient" not in source and metadata:
+        # NIfTI from dcm2niix (or qsmkit import): the scanner's orientation is in the sidecar
+        scanner = metadata.get("ImageOrientationPatientDICOM")
+        if scanner is not None:
+            orientation_source = {"ImageOrientationPatient": scanner}
+    layout = _layout(volume, affine, orientation_source)
     volume = layout.volume
     if mask is not None:
         mask = _Layout(mask, affine, layout.row_dir, layout.col_dir, layout.slice_vec).volume
