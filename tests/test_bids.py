@@ -290,3 +290,40 @@ def test_field_strength_that_is_not_a_number_is_a_clear_error(tmp_path, capsys):
     assert main(["run", str(tmp_path / "ds" / "sub-01"), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "MagneticFieldStrength" in err and "'3T'" in err and "Traceback" not in err
+
+
+def test_derivative_description_links_and_bidsignore(tmp_path):
+    """Derivative metadata (issue 14): the source linked relatively inside it, by file:// URI
+    elsewhere; BIDS URIs within a dataset; .bidsignore lines merged, never duplicated."""
+    from qsmkit.io.bids import (
+        bids_uri,
+        dataset_link,
+        write_bidsignore,
+        write_derivative_description,
+    )
+
+    raw = tmp_path / "ds"
+    inside, outside = raw / "derivatives" / "qsm", tmp_path / "elsewhere" / "qsm"
+    assert dataset_link(inside, raw) == "../.."
+    assert dataset_link(outside, raw) == raw.resolve().as_uri()
+    image = raw / "sub-01" / "anat" / "sub-01_echo-1_part-mag_MEGRE.nii.gz"
+    assert bids_uri(image, raw, "raw") == "bids:raw:sub-01/anat/sub-01_echo-1_part-mag_MEGRE.nii.gz"
+    assert bids_uri(inside / "sub-01" / "x.nii.gz", inside) == "bids::sub-01/x.nii.gz"
+    with pytest.raises(InputError, match="not inside"):
+        bids_uri(tmp_path / "other.nii.gz", raw)
+
+    write_derivative_description(outside, name="n", description="d", source=raw)
+    meta = json.loads((outside / "dataset_description.json").read_text())
+    assert meta["DatasetType"] == "derivative" and meta["GeneratedBy"][0]["Name"] == "qsmkit"
+    assert meta["SourceDatasets"] == [{"URL": raw.resolve().as_uri()}]
+    assert meta["DatasetLinks"] == {"raw": raw.resolve().as_uri()}
+    write_derivative_description(inside, name="n", description="d", source=raw,
+                                 source_is_input=False)
+    meta = json.loads((inside / "dataset_description.json").read_text())
+    assert "SourceDatasets" not in meta and meta["DatasetLinks"] == {"raw": "../.."}
+
+    (outside / ".bidsignore").write_text("mine.txt\n")
+    write_bidsignore(outside, ["group", "*.html"])
+    write_bidsignore(outside, ["*.html", "sub-*/qsmkit"])
+    assert (outside / ".bidsignore").read_text().split() == [
+        "mine.txt", "group", "*.html", "sub-*/qsmkit"]

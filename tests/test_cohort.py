@@ -72,10 +72,15 @@ def test_cohort_isolates_failure_and_resumes(dataset, tmp_path, capsys):
     assert summary == {"sub-01": "done", "sub-02": "done", "sub-03": "done", "sub-99": "failed"}
     for subject in SUBJECTS:  # ...but every other subject is complete, with BIDS derivatives
         anat = out / f"sub-{subject}" / "anat"
-        for suffix in ("Chimap", "R2starmap", "T2starmap", "mask"):
+        for suffix in ("Chimap", "R2starmap", "T2starmap", "mask", "desc-brain_mask"):
             assert (anat / f"sub-{subject}_{suffix}.nii.gz").exists()
             sidecar = json.loads((anat / f"sub-{subject}_{suffix}.json").read_text())
-            assert "Units" in sidecar
+            # BIDS derivatives: maps carry Units, masks their Type; both their Sources
+            assert ("Type" if suffix.endswith("mask") else "Units") in sidecar
+            source = (f"bids::sub-{subject}/anat/sub-{subject}_R2starmap.nii.gz"
+                      if suffix == "T2starmap" else
+                      f"bids:raw:sub-{subject}/anat/sub-{subject}_echo-1_part-mag_MEGRE.nii.gz")
+            assert sidecar["Sources"][0] == source
     assert not (out / "sub-99" / "anat").exists()
     roi = _read_tsv(out / "group" / "roi_stats.tsv")
     assert {r["subject"] for r in roi} == set(SUBJECTS)

@@ -380,7 +380,14 @@ def _write_bids(stage, outdir, subject, ph, sim, options) -> None:
     from pathlib import Path
 
     from qsmkit.cli.common import write_json
-    from qsmkit.io.bids import entity_label, write_dataset_description, write_megre_subject
+    from qsmkit.io.bids import (
+        bids_uri,
+        entity_label,
+        write_bidsignore,
+        write_dataset_description,
+        write_derivative_description,
+        write_megre_subject,
+    )
 
     sub = entity_label(subject, "sub", "subject")
     existing = Path(outdir) / "participants.tsv"
@@ -397,13 +404,18 @@ def _write_bids(stage, outdir, subject, ph, sim, options) -> None:
         sim.b0_tesla,
         manufacturer="qsmkit-simulator",
     )
-    (stage / ".bidsignore").write_text("qsmkit.json\n")
+    write_bidsignore(stage, ["qsmkit.json"])
     truth_root = stage / "derivatives" / "truth"
-    write_dataset_description(
+    write_derivative_description(
         truth_root,
         name="qsmkit phantom ground truth",
-        dataset_type="derivative",
+        description="ground truth of the simulated head phantom (qsmkit simulate)",
+        source=stage,
+        source_is_input=False,
     )
+    # Truth maps BIDS has no name for stay beside the standard ones, listed in .bidsignore.
+    write_bidsignore(truth_root, TRUTH_BIDSIGNORE)
+    (truth_root / "README.md").write_text(TRUTH_README)
     anat = truth_root / f"sub-{sub}" / "anat"
     anat.mkdir(parents=True, exist_ok=True)
     jobs = _truth_jobs(anat, f"sub-{sub}", ph, sim)
@@ -416,8 +428,61 @@ def _write_bids(stage, outdir, subject, ph, sim, options) -> None:
                 image.with_name(image.name.replace(".nii.gz", ".json")),
                 {"Units": units, "Description": f"{name} field of the phantom"},
             )
-    write_json(
-        anat / f"sub-{sub}_Chimap.json",
-        {"Units": "ppm", "Description": "true susceptibility relative to water"},
+    # The truth shares the grid of the raw images: their first magnitude is the reference.
+    grid = bids_uri(
+        stage / f"sub-{sub}" / "anat" / f"sub-{sub}_echo-1_part-mag_MEGRE.nii.gz", stage, "raw"
     )
+    for suffix, sidecar in _truth_sidecars(grid, sim.b0_tesla).items():
+        write_json(anat / f"sub-{sub}_{suffix}.json", sidecar)
     write_json(anat / f"sub-{sub}_phantom.json", _phantom_record(ph, sim, options))
+
+
+# Truth files without a BIDS suffix (field maps in Hz outside fmap/, the phase offset, the
+# phantom record): the validator is told to skip them.
+TRUTH_BIDSIGNORE = ("*_fieldmap.nii.gz", "*_fieldmap.json", "*_desc-offset_phase.nii.gz",
+                    "*_phantom.json")
+
+TRUTH_README = """\
+# Ground truth of the qsmkit head phantom
+
+Written by `qsmkit simulate --bids`; each `sub-<label>/anat/` holds, on the grid of the raw
+`MEGRE` images:
+
+- `_Chimap.nii.gz`: true susceptibility, ppm, relative to water (CSF 0 ppm), whole head
+- `_R2starmap.nii.gz`: true R2* (1/s) at the simulated field strength
+- `_desc-brain_mask.nii.gz`: brain mask (Type Brain)
+- `_dseg.nii.gz` / `_dseg.tsv`: tissue labels, their names and true chi (ppm)
+- `_desc-{total,local,background,shim}_fieldmap.nii.gz`: fields in Hz (total = local +
+  background + shim), `_desc-offset_phase.nii.gz`: receive-phase offset (rad),
+  `_phantom.json`: simulation parameters, lesions and veins. BIDS has no name for these
+  outside `fmap/`; `.bidsignore` lists them.
+"""
+
+
+def _truth_sidecars(grid_uri: str, b0_tesla: float) -> dict[str, dict]:
+    """Sidecars of the standard truth maps (BIDS derivatives: masks, segmentations, qMRI)."""
+    return {
+        "Chimap": {
+            "Units": "ppm",
+            "Description": "true susceptibility relative to water (CSF 0 ppm), whole head",
+            "SkullStripped": False,
+            "SpatialReference": grid_uri,
+        },
+        "R2starmap": {
+            "Units": "1/s",
+            "Description": f"true R2* at {b0_tesla:g} T, whole head",
+            "SkullStripped": False,
+            "SpatialReference": grid_uri,
+        },
+        "desc-brain_mask": {
+            "Type": "Brain",
+            "Description": "brain of the phantom: tissue, deep grey matter, ventricles, "
+            "lesions and veins",
+            "SpatialReference": grid_uri,
+        },
+        "dseg": {
+            "Description": "tissue labels of the phantom; dseg.tsv gives name and true chi",
+            "SpatialReference": grid_uri,
+            "chi_ppm": {"Description": "true susceptibility of the tissue", "Units": "ppm"},
+        },
+    }

@@ -135,26 +135,37 @@ def _qc_row(task: SubjectTask, result) -> dict:
     return row
 
 
-def _write_bids_maps(result, affine, anat: Path, prefix: str, config: dict) -> None:
-    from qsmkit.cli.common import write_json
+def _write_bids_maps(result, affine, anat: Path, prefix: str, config: dict, ref) -> None:
+    """The BIDS derivatives of one acquisition (:data:`deriv.BIDS_MAPS`) with their sidecars.
+
+    ``anat`` is ``[ses-Y/]anat`` inside the subject's staging folder, ``ref`` the scan found by
+    :func:`qsmkit.io.bids.find_megre` (its images are the maps' ``Sources``).
+    """
+    from qsmkit.io.bids import bids_uri
     from qsmkit.io.nifti import save_nifti
+    from qsmkit.io.sidecar import write_sidecar
 
     with np.errstate(divide="ignore"):
         t2star = np.where(result.r2star_per_s > 0, 1.0 / result.r2star_per_s, 0).astype(np.float32)
     maps = {"Chimap": result.chi_ppm, "R2starmap": result.r2star_per_s, "T2starmap": t2star,
-            "mask": result.local_mask}
+            "mask": result.local_mask, "desc-brain_mask": result.mask}
+    images = [*ref.magnitude_files, *ref.phase_files]
+    sidecars = deriv.bids_sidecars(
+        config, sources=[bids_uri(p, ref.root, "raw") for p in images],
+        grid=bids_uri(ref.magnitude_files[0], ref.root, "raw"),
+        r2star_uri=f"bids::{_anat_rel(prefix)}/{prefix}_R2starmap.nii.gz",
+        chi_reference=result.info.get("chi_reference"))
     anat.mkdir(parents=True, exist_ok=True)
     for suffix, data in maps.items():
         save_nifti(anat / f"{prefix}_{suffix}.nii.gz", data, affine)
-        _, unit, description = deriv.BIDS_MAPS[suffix]
-        sidecar = {"Description": description, "Units": unit, "SkullStripped": True,
-                   "Method": {"unwrap": config.get("unwrap"), "bgremove": config.get("bgremove"),
-                              "invert": config.get("invert"), "reference": config.get("reference"),
-                              "r2star": config.get("r2star")},
-                   "Parameters": config}
-        if suffix == "Chimap":  # how chi was referenced (qsmkit.reference.reference_record)
-            sidecar["ChiReference"] = result.info.get("chi_reference")
-        write_json(anat / f"{prefix}_{suffix}.json", sidecar)
+        write_sidecar(anat / f"{prefix}_{suffix}.json", sidecars[suffix])
+
+
+def _anat_rel(prefix: str) -> str:
+    """``sub-X[/ses-Y]/anat``, the derivative folder of the scan named ``prefix``."""
+    entities = dict(part.split("-", 1) for part in prefix.split("_"))
+    folder = deriv.subject_dirs(Path(), entities["sub"], entities.get("ses")) / "anat"
+    return folder.as_posix()
 
 
 def process_subject(task: SubjectTask) -> dict:
@@ -191,14 +202,15 @@ def process_subject(task: SubjectTask) -> dict:
                 report=False,
                 extra={"status": "complete", "config_hash": cfg_hash, "subject": task.label},
             )
-            _write_bids_maps(result, acq.affine, stage / "anat", task.prefix, task.config)
+            _write_bids_maps(result, acq.affine, stage / "anat", task.prefix, task.config,
+                             task.ref)
             qc = _qc_row(task, result)
             roi_rows = []
             if task.labels_path:
                 roi_rows = _regional_iron(result, task, run_dir)
-            from qsmkit.cli.common import write_json
+            from qsmkit.io.sidecar import write_sidecar
 
-            write_json(run_dir / "qc.json", qc)
+            write_sidecar(run_dir / "qc.json", qc)
             from qsmkit.report.html import write_report
 
             write_report(run_dir)
@@ -313,7 +325,6 @@ def run_cohort(
     from distributed import as_completed
     from tqdm import tqdm
 
-    from qsmkit.cli.common import write_json
     from qsmkit.cohort.group import write_group_outputs
     from qsmkit.pipeline import QSMConfig
 
@@ -328,7 +339,11 @@ def run_cohort(
     tasks = plan_tasks(dataset, output, participant_label=participant_label, session=session,
                        config=config, phase_unit=phase_unit)
     output.mkdir(parents=True, exist_ok=True)
-    write_json(output / "dataset_description.json", deriv.dataset_description())
+    deriv.dataset_description(output, dataset)
+    from qsmkit.io.bids import write_bidsignore
+
+    write_bidsignore(output, deriv.BIDSIGNORE)
+    (output / "README.md").write_text(deriv.README)
     client, cluster = _client(workers, scheduler, memory_limit)
     dashboard = None
     if scheduler or _has_bokeh():

@@ -115,6 +115,103 @@ def write_dataset_description(
     return path
 
 
+def dataset_link(root, source) -> str:
+    """Where the derivative ``root`` finds its ``source`` dataset, for ``DatasetLinks``.
+
+    A relative path (``"../.."``) when the derivative lies inside the source (the
+    ``derivatives/`` convention), so the pair can be moved together; otherwise the absolute
+    ``file://`` URI of the source.
+    """
+    import os
+
+    root, source = Path(root).resolve(), Path(source).resolve()
+    if root.is_relative_to(source):
+        return Path(os.path.relpath(source, root)).as_posix()
+    return source.as_uri()
+
+
+def bids_uri(path, dataset_root, dataset_name: str = "") -> str:
+    """The BIDS URI ``bids:<dataset_name>:<path within the dataset>`` of ``path``.
+
+    ``dataset_name`` ``""`` is the dataset holding the file that cites the URI; other names
+    are resolved through ``DatasetLinks`` of ``dataset_description.json``.
+    """
+    path, dataset_root = Path(path), Path(dataset_root)
+    try:
+        rel = path.resolve().relative_to(dataset_root.resolve())
+    except ValueError:
+        raise InputError(f"{path} is not inside the BIDS dataset {dataset_root}") from None
+    return f"bids:{dataset_name}:{rel.as_posix()}"
+
+
+def write_derivative_description(
+    root,
+    *,
+    name: str,
+    description: str,
+    source=None,
+    source_name: str = "raw",
+    source_is_input: bool = True,
+) -> Path:
+    """Write (or refresh) ``dataset_description.json`` of a qsmkit derivative dataset.
+
+    ``DatasetType`` ``"derivative"``, ``GeneratedBy`` qsmkit with its version (and
+    ``CodeURL`` when the installed package metadata names one); with ``source``, that
+    dataset is listed in ``SourceDatasets`` and linked as ``source_name`` in
+    ``DatasetLinks``, so that sidecars can cite its files as ``bids:<source_name>:...``
+    (BIDS specification, "Derived dataset and pipeline description" and "BIDS URI").
+    ``source_is_input=False`` links ``source`` without listing it in ``SourceDatasets``
+    (the phantom truth is not computed from the raw data it sits beside).
+    """
+    from qsmkit import __version__
+
+    root = Path(root)
+    generated = {"Name": "qsmkit", "Version": __version__, "Description": description}
+    code_url = _code_url()
+    if code_url:
+        generated["CodeURL"] = code_url
+    payload = {"Name": name, "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
+               "GeneratedBy": [generated]}
+    if source is not None:
+        link = dataset_link(root, source)
+        if source_is_input:
+            payload["SourceDatasets"] = [{"URL": link}]
+        payload["DatasetLinks"] = {source_name: link}
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "dataset_description.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def _code_url() -> str | None:
+    """The project URL of the installed qsmkit distribution, if its metadata has one."""
+    from importlib import metadata
+
+    try:
+        meta = metadata.metadata("qsmkit")
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in meta.get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() in ("source", "repository", "homepage", "code") and url.strip():
+            return url.strip()
+    return meta.get("Home-page") or None
+
+
+def write_bidsignore(root, patterns: Sequence[str]) -> Path:
+    """Add ``patterns`` to ``root/.bidsignore`` (kept lines stay; no duplicates).
+
+    Files that BIDS has no name for (reports, work folders, group tables) are listed there
+    so that the BIDS validator checks only the standard files.
+    """
+    path = Path(root) / ".bidsignore"
+    lines = path.read_text().splitlines() if path.exists() else []
+    lines += [p for p in patterns if p not in lines]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def _add_participant(root: Path, subject: str) -> Path:
     path = root / "participants.tsv"
     rows = path.read_text().splitlines() if path.exists() else ["participant_id"]
