@@ -469,7 +469,7 @@ def _nifti_acquisition(folder: Path) -> None:
     """A sphere with a smooth field and a local bump, as mag/phase NIfTI with sidecars."""
     from qsmkit.io.load import save_acquisition
 
-    shape, tes = (32, 32, 16), np.array([0.004, 0.008, 0.012])
+    shape, tes = (24, 24, 12), np.array([0.004, 0.008, 0.012])
     x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
     inside = x**2 + y**2 + z**2 < 0.8
     field_hz = 40 * x + 20 * y + 8 * np.exp(-((x - 0.3) ** 2 + y**2 + z**2) / 0.05)
