@@ -166,7 +166,9 @@ def _half_max_core(contrast: np.ndarray, piece: np.ndarray, fraction: float,
     the source itself, without the low streaks a reconstruction leaves around it."""
     values = np.where(piece, contrast, 0.0)
     peak_idx = np.unravel_index(int(np.argmax(values)), values.shape)
-    level = max(floor, fraction * float(values[peak_idx]))
+    # The peak is the 95th percentile of the piece (the maximum for a small source): a hot
+    # spot inside a large source must not raise the level into its plateau.
+    level = max(floor, fraction * float(np.percentile(values[piece], 95)))
     core, _ = ndi.label(values >= level, structure=np.ones((3, 3, 3), bool))
     return core == core[peak_idx]
 
@@ -483,8 +485,8 @@ def detect_lesions(
             reasons.append(f"paramagnetic source of {volume_mm3 / 1000:.2f} mL (>= "
                            f"{large_min_volume_ml} mL), mean {mean:+.2f} ppm, compact "
                            f"(elongation {elong:.1f}), not tubular: larger than a microbleed")
-        elif (not focal and sign > 0 and elong < max_elongation and mean >= large_min_ppm
-              and tub < max_tubularity):
+        elif (diameter > max_diameter_mm and sign > 0 and elong < max_elongation
+              and mean >= large_min_ppm and tub < max_tubularity):
             cls = "large_hemorrhage"
             reasons.append(f"compact paramagnetic source {diameter:.1f} mm wide (> "
                            f"{max_diameter_mm} mm, Greenberg 2009), mean {mean:+.2f} ppm, "
@@ -526,8 +528,8 @@ def detect_lesions(
             reasons.append("mixed sign: core mean and moment disagree")
         elif sign > 0:
             cls = "microbleed"
-            reasons.append(f"focal paramagnetic, {diameter:.1f} mm, not on a vessel "
-                           f"(vesselness {v_med:.2f})")
+            reasons.append(f"focal paramagnetic, {diameter:.1f} mm, no vessel through it "
+                           f"(tubular course {course:.0f} mm < {course_needed:.0f} mm)")
         else:
             cls = "calcification"
             reasons.append(f"focal diamagnetic, {diameter:.1f} mm")
