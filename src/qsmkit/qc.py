@@ -33,6 +33,7 @@ MASK_FRACTION            share of a head-sized field of view         > 0.5
 RESIDUAL_BACKGROUND      RMS of the low-pass (sigma 8 mm) local      > 0.5
                          field over the RMS of the local field
 CHI_IMPLAUSIBLE          share of χ-mask voxels with |χ| > 0.5 ppm   > 0.05
+CHI_FLAT                 1-99 % range of χ in the χ mask             < 0.02 ppm
 FIT_RESIDUAL             median echo-fit residual in the mask        complex > 0.02,
                                                                      linear > 0.15 rad
 (InputError)             NaN / Inf anywhere, or all zero in the      any
@@ -104,6 +105,11 @@ CHI_LIMIT_PPM = 0.5
 CHI_MAX_SHARE = 0.05
 """Brain tissue lies within about +-0.2 ppm (Deistung 2017); only veins, bleeds and
 calcifications exceed 0.5 ppm, and they are a few per cent of the brain at most."""
+
+CHI_MIN_SPREAD_PPM = 0.02
+"""Brain tissue spans about -0.1 ppm (white matter) to +0.2 ppm (globus pallidus)
+(Deistung 2017); a χ map whose 1-99 % range in the mask is below 0.02 ppm shows no tissue
+contrast (over-regularised, or no field in the phase)."""
 
 FIT_RESIDUAL_MAX = {"complex": 0.02, "linear": 0.15}
 """Median echo-fit residual above which the echoes are inconsistent (wraps between echoes,
@@ -304,6 +310,23 @@ def check_implausible_chi(chi_ppm, mask) -> QCWarning | None:
         "check the phase unit and sign, the echo times and B0, and the background removal")
 
 
+def check_flat_chi(chi_ppm, mask) -> QCWarning | None:
+    """CHI_FLAT: χ without tissue contrast (1-99 % range in the mask below
+    ``CHI_MIN_SPREAD_PPM``)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.sum() < 100:
+        return None
+    low, high = np.percentile(np.asarray(chi_ppm)[mask], [1, 99])
+    spread = float(high - low)
+    if spread >= CHI_MIN_SPREAD_PPM:
+        return None
+    return QCWarning(
+        "CHI_FLAT", f"chi spans only {spread:.3g} ppm (1-99 %) in the mask: no tissue contrast",
+        spread, CHI_MIN_SPREAD_PPM,
+        "check that the phase holds a field (not constant), the regularisation (--lam) and "
+        "the mask (qc_mask.png)")
+
+
 def check_fit_residual(residual, mask, method: str = "complex") -> QCWarning | None:
     """FIT_RESIDUAL: the multi-echo fit does not explain the echoes."""
     if residual is None or method not in FIT_RESIDUAL_MAX:
@@ -426,14 +449,15 @@ def judge_inversion(chi_ppm, local_field_hz, mask, voxel_size, *, weight=None
     """The checks that need only a dipole inversion's input and output (``qsmkit invert``).
 
     Raises :class:`InputError` for NaN/Inf or all-zero χ; returns the findings of
-    :func:`check_weight_concentration`, :func:`check_residual_background` and
-    :func:`check_implausible_chi`.
+    :func:`check_weight_concentration`, :func:`check_residual_background`,
+    :func:`check_implausible_chi` and :func:`check_flat_chi`.
     """
     check_finite_maps({"chi": chi_ppm}, mask)
     checks = [
         check_weight_concentration(weight, mask),
         check_residual_background(local_field_hz, mask, voxel_size),
         check_implausible_chi(chi_ppm, mask),
+        check_flat_chi(chi_ppm, mask),
     ]
     return [w for w in checks if w is not None]
 
@@ -482,6 +506,7 @@ def judge_reconstruction(
         check_mask_fraction(mask, voxel_size),
         check_residual_background(local_field_hz, local_mask, voxel_size),
         check_implausible_chi(chi_ppm, local_mask),
+        check_flat_chi(chi_ppm, local_mask),
         check_fit_residual(fit_residual, mask, fieldmap),
     ]
     return [w for w in checks if w is not None]

@@ -47,6 +47,16 @@ def run(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
+    if args.memory_limit is not None:
+        from dask.utils import parse_bytes
+
+        try:
+            limit = parse_bytes(args.memory_limit)
+        except (ValueError, TypeError):
+            limit = None
+        if limit is None or not args.memory_limit.strip() or not 2**28 <= limit <= 2**50:
+            raise InputError(f"--memory-limit {args.memory_limit!r} is not a memory size "
+                             "between 256MB and 1PB; give e.g. 6GB")
     labels = [p[4:] if p.startswith("sub-") else p for p in args.participant_label or []] or None
     sessions = [s[4:] if s.startswith("ses-") else s for s in args.session or []] or None
     summary = run_cohort(

@@ -117,6 +117,21 @@ def load_mask(path, shape=None, affine=None) -> np.ndarray:
     return mask
 
 
+def check_labels(data, path, *, integers: bool = True) -> None:
+    """Raise :class:`InputError` unless a label image holds finite, non-negative values,
+    integers unless ``integers=False`` (issue 16: NaN labels cast to garbage integers)."""
+    data = np.asarray(data)
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise InputError(f"labels {path} contain NaN or Inf values; give a label image of "
+                         "non-negative integers")
+    if integers and data.dtype.kind == "f" and np.any(np.abs(data - np.rint(data)) > 1e-3):
+        raise InputError(f"labels {path} hold non-integer values; give a label image of "
+                         "non-negative integers, not a probability map")
+    if data.size and (float(data.min()) < 0 or float(data.max()) > 2**31 - 1):
+        raise InputError(f"labels {path} must lie between 0 and 2^31-1, got "
+                         f"{float(data.min()):g}..{float(data.max()):g}")
+
+
 class Timer:
     """Collect wall time per named stage: ``with timer("unwrap"): ...``."""
 

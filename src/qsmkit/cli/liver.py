@@ -207,6 +207,9 @@ def run(args) -> int:
             raise InputError(f"labels {args.labels} have shape {data.shape}, expected {acq.shape}")
         if np.any(np.abs(data - np.rint(data)) > 1e-3) or np.any(data < 0):
             raise InputError(f"labels {args.labels} must hold non-negative integers")
+        from qsmkit.cli.common import check_labels
+
+        check_labels(data, args.labels)
         labels = np.rint(data).astype(np.int64)
     mask = load_mask(args.mask, acq.shape, acq.affine) if args.mask else None
     compare = None

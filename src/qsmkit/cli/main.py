@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import pkgutil
 import sys
 import traceback
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        _check_values(args, argv)
         return int(args._run(args) or 0)
     except InputError as err:
         print(f"qsmkit {args.command}: error: {_one_line(err)}", file=sys.stderr)
@@ -98,6 +100,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qsmkit {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "
               "(rerun with -v for the traceback, and please report it)", file=sys.stderr)
         return 1
+
+
+ALLOW_INFINITE = {"snr"}
+"""Options where +inf means something (``simulate --snr inf``: no noise)."""
+
+
+def _check_values(args, argv: list[str]) -> None:
+    """Refuse an empty output path and NaN or infinite numbers before a command runs."""
+    for i, token in enumerate(argv):
+        value = argv[i + 1] if token in ("-o", "--output") and i + 1 < len(argv) else (
+            token.split("=", 1)[1] if token.startswith("--output=") else None)
+        if value is not None and not value.strip():
+            raise InputError("the output path (-o) is empty; give a folder or file name")
+    for name, value in vars(args).items():
+        for number in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(number, float) and not math.isfinite(number) and not (
+                    number > 0 and name in ALLOW_INFINITE):
+                raise InputError(f"--{name.replace('_', '-')} must be a finite number, "
+                                 f"got {number}")
 
 
 def _one_line(err: BaseException) -> str:

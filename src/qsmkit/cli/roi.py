@@ -87,6 +87,9 @@ def run(args) -> int:
     labels, _, _ = load_nifti(args.labels, dtype=np.float64)
     if labels.ndim == 4 and labels.shape[3] == 1:
         labels = labels[..., 0]
+    from qsmkit.cli.common import check_labels
+
+    check_labels(labels, args.labels)
     lut_path = Path(args.lut) if args.lut else sibling_lut(Path(args.labels))
     lut = roi.read_lut(lut_path) if lut_path else None
     if lut is not None and args.lut is None:
