@@ -225,3 +225,19 @@ def test_large_hemorrhage_edge_patch_and_thumbnails(tmp_path, capsys):
     payload = json.loads(out.with_suffix(".json").read_text())
     for row in payload["rows"]:
         assert (tmp_path / row["thumbnail"]).stat().st_size > 1000
+
+
+def test_residual_map_marks_artefacts(scene):
+    """With the echo-fit residual given, a finding where it is far above the brain median (a
+    phase that is not a field: flow, air, motion) is an artefact, with the ratio in its row."""
+    chi, mask, truth, _ = scene
+    residual = np.ones(SHAPE, np.float32)
+    centre, radius, _ = truth["bleed_b"]
+    residual[_ball(centre, radius + 1)] = 10.0
+    res = lesions.detect_lesions(chi, mask, (1.0, 1.0, 1.0), residual=residual)
+    row = _at(res, centre)
+    assert row["class"] == "artefact" and row["residual_ratio"] == pytest.approx(10.0)
+    assert "residual" in row["reason"]
+    assert _at(res, truth["bleed_a"][0])["class"] == "microbleed"
+    with pytest.raises(InputError):
+        lesions.detect_lesions(chi, mask, (1, 1, 1), residual=residual[:, :, :5])
