@@ -81,6 +81,8 @@ CLASS_COLOURS = {
     "calcification": ("#17b3cf", "#10222a"),
     "indeterminate": ("#f2c12e", "#2a2206"),
     "vein": ("#3fbf4f", "#08240c"),
+    "large_hemorrhage": ("#c2189b", "#fff"),
+    "artefact": ("#8a94a6", "#fff"),
     "rim+": ("#d9302c", "#fff"),
     "rim-": ("#3b8fd9", "#fff"),
 }
@@ -88,7 +90,11 @@ CLASS_MEANING = {
     "microbleed": "paramagnetic focus (haemosiderin)",
     "calcification": "diamagnetic focus",
     "indeterminate": "focal but not classifiable with confidence",
-    "vein": "tubular, on the vessel tree (a mimic, not a lesion)",
+    "vein": "on a tubular structure followed along its course (a mimic, not a lesion)",
+    "large_hemorrhage": "paramagnetic source over 10 mm or 0.5 mL (haematoma, cavernoma, "
+                        "tumour bleed): review",
+    "artefact": "mask edge, streak or high echo-fit residual",
+    "not_focal": "wider than 10 mm, not paramagnetic enough for a haemorrhage",
     "rim+": "paramagnetic rim lesion",
     "rim-": "no paramagnetic rim",
 }
