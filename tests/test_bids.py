@@ -311,6 +311,13 @@ def test_derivative_description_links_and_bidsignore(tmp_path):
     assert bids_uri(inside / "sub-01" / "x.nii.gz", inside) == "bids::sub-01/x.nii.gz"
     with pytest.raises(InputError, match="not inside"):
         bids_uri(tmp_path / "other.nii.gz", raw)
+    # a DataLad/git-annex file is a link into .git/annex: its name in the dataset is cited
+    annexed = raw / ".git" / "annex" / "objects" / "MD5E-s1--x.nii.gz"
+    annexed.parent.mkdir(parents=True)
+    annexed.write_bytes(b"x")
+    image.parent.mkdir(parents=True)
+    image.symlink_to(annexed)
+    assert bids_uri(image, raw, "raw") == "bids:raw:sub-01/anat/sub-01_echo-1_part-mag_MEGRE.nii.gz"
 
     write_derivative_description(outside, name="n", description="d", source=raw)
     meta = json.loads((outside / "dataset_description.json").read_text())

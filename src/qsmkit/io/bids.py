@@ -136,12 +136,19 @@ def bids_uri(path, dataset_root, dataset_name: str = "") -> str:
     ``dataset_name`` ``""`` is the dataset holding the file that cites the URI; other names
     are resolved through ``DatasetLinks`` of ``dataset_description.json``.
     """
+    import os
+
     path, dataset_root = Path(path), Path(dataset_root)
-    try:
-        rel = path.resolve().relative_to(dataset_root.resolve())
-    except ValueError:
-        raise InputError(f"{path} is not inside the BIDS dataset {dataset_root}") from None
-    return f"bids:{dataset_name}:{rel.as_posix()}"
+    # Lexically first: a git-annex/DataLad file is a link into .git/annex, whose target is
+    # not the name the dataset gives it.
+    for file, root in ((os.path.abspath(path), os.path.abspath(dataset_root)),
+                       (path.resolve(), dataset_root.resolve())):
+        try:
+            rel = Path(file).relative_to(root)
+        except ValueError:
+            continue
+        return f"bids:{dataset_name}:{rel.as_posix()}"
+    raise InputError(f"{path} is not inside the BIDS dataset {dataset_root}")
 
 
 def write_derivative_description(
