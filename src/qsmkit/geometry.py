@@ -57,7 +57,7 @@ def rotation_aligning(b0_dir_voxel: Sequence[float]) -> np.ndarray:
     b = np.asarray(b0_dir_voxel, dtype=float)
     norm = np.linalg.norm(b)
     if norm == 0 or not np.isfinite(norm):
-        raise InputError(f"b0_dir must be a non-zero finite vector, got {list(b0_dir_voxel)}")
+        raise InputError(f"b0_dir must be a non-zero finite vector, got {b.tolist()}")
     b = b / norm
     z = np.array([0.0, 0.0, 1.0])
     # R maps b onto z, so R.T maps z back onto b.

@@ -95,6 +95,7 @@ def check_b0_dir(b0_dir) -> np.ndarray:
 
 def check_positive(value, name: str, *, integer: bool = False) -> float | int:
     """A positive (integer) option or :class:`InputError`."""
+    value = value.item() if isinstance(value, np.generic) else value  # no np.float64(...)
     try:
         number = float(value)
     except (TypeError, ValueError):

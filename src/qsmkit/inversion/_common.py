@@ -152,6 +152,7 @@ def check_b0(b0_tesla) -> float:
 
 def positive(name: str, value, *, allow_zero: bool = False) -> float:
     """A finite positive (or non-negative) float option."""
+    value = value.item() if isinstance(value, np.generic) else value  # no np.float64(...)
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -171,6 +172,7 @@ def fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
 
 def count(name: str, value, *, minimum: int = 1) -> int:
     """An integer option (iterations) of at least ``minimum``."""
+    value = value.item() if isinstance(value, np.generic) else value
     if isinstance(value, bool) or not _is_number(value) or not float(value).is_integer():
         raise InputError(f"{name} must be a whole number, got {value!r}")
     v = int(value)

@@ -226,7 +226,7 @@ def load_nifti_acquisition(mag, phase, *, echo_times_s=None, b0_tesla=None,
         if header_tes is not None and (len(header_tes) != len(tes)
                                        or not np.allclose(header_tes, tes, atol=1e-6)):
             notes.append(f"echo times {tes.tolist()} s from the command line replace "
-                         f"{list(header_tes)} s from the sidecars")
+                         f"{np.asarray(header_tes, dtype=float).tolist()} s from the sidecars")
     elif header_tes is not None:
         tes = np.asarray(header_tes, dtype=float)
     else:

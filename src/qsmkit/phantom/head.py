@@ -552,8 +552,9 @@ def _paint_vein(labels, grid, index, name, start_ref, end_ref, radius_mm):
     under = np.unique(view[inside])
     if not np.all(np.isin(under, (GM, WM))):
         raise InputError(
-            f"the grid {grid.shape} x {tuple(grid.vs)} mm is too coarse for the phantom veins "
-            "(a vein would leave the brain or touch a nucleus); use smaller voxels"
+            f"the grid {grid.shape} x {tuple(float(v) for v in grid.vs)} mm is too coarse for "
+            "the phantom veins (a vein would leave the brain or touch a nucleus); use smaller "
+            "voxels"
         )
     view[inside] = index
     theta = float(np.degrees(np.arccos(min(1.0, abs(u[2])))))
