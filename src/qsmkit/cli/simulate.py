@@ -405,6 +405,7 @@ def _write_bids(stage, outdir, subject, ph, sim, options) -> None:
         manufacturer="qsmkit-simulator",
     )
     write_bidsignore(stage, ["qsmkit.json"])
+    (stage / "README.md").write_text(RAW_README)
     truth_root = stage / "derivatives" / "truth"
     write_derivative_description(
         truth_root,
@@ -436,6 +437,15 @@ def _write_bids(stage, outdir, subject, ph, sim, options) -> None:
         write_json(anat / f"sub-{sub}_{suffix}.json", sidecar)
     write_json(anat / f"sub-{sub}_phantom.json", _phantom_record(ph, sim, options))
 
+
+RAW_README = """\
+# qsmkit simulated head phantom
+
+Multi-echo gradient-echo (`MEGRE`) magnitude and phase of a numerical head phantom, written by
+`qsmkit simulate --bids` (settings and provenance in `qsmkit.json`, listed in `.bidsignore`).
+The ground truth (susceptibility, R2*, brain mask, tissue labels, fields) of every subject is
+in `derivatives/truth/`.
+"""
 
 # Truth files without a BIDS suffix (field maps in Hz outside fmap/, the phase offset, the
 # phantom record): the validator is told to skip them.
