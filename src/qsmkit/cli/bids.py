@@ -9,8 +9,10 @@ ORDER = 60
 HELP = "process a whole BIDS dataset in parallel (Dask), resumable, with group tables"
 DESCRIPTION = """Run the QSM pipeline (and regional iron where a segmentation is found) for
 every multi-echo GRE acquisition of a BIDS dataset, writing BIDS derivatives
-(_Chimap, _R2starmap, _T2starmap, _mask) to OUTPUT (default DATASET/derivatives/qsmkit),
-group tables to OUTPUT/group/ and a cohort page OUTPUT/index.html.
+(_Chimap, _R2starmap, _T2starmap, _mask, _desc-brain_mask, with sidecars naming their
+sources) to OUTPUT (default DATASET/derivatives/qsmkit), group tables to OUTPUT/group/ and
+a cohort page OUTPUT/index.html. The run folders, group tables and page are listed in
+OUTPUT/.bidsignore, so the BIDS validator finds no errors in OUTPUT.
 
 Subjects already completed with the same configuration and inputs are skipped, so an
 interrupted run is resumed by running the same command again. One failing subject is
