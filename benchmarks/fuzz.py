@@ -38,7 +38,8 @@ very long, empty) for every command. Every case ends in exactly one outcome:
 - ``half-written``: a staging folder left behind, or a failed command left an output file, or
   an output folder without its ``qsmkit.json``;
 - ``hang``: no answer within the time limit;
-- ``odd message``: a clean error whose message shows a numpy repr (``np.float64(2.0)``).
+- ``odd message``: a clean error whose message shows a numpy repr (``np.float64(2.0)``);
+- ``harness error``: this script failed to set up or judge the case (its own bug).
 
 The promises hold when every outcome is ``clean error`` or ``good run``. Pipeline runs use
 ``--preset fast`` and the ``bids`` cases share one local Dask cluster, to keep a campaign
@@ -67,7 +68,7 @@ import numpy as np
 
 GOOD = ("clean error", "good run")
 OUTCOMES = ("clean error", "good run", "traceback", "silent bad map", "input changed",
-            "half-written", "hang", "odd message")
+            "half-written", "hang", "odd message", "harness error")
 NUMPY_REPR = re.compile(r"\bnp\.(float|int|uint|bool|str_|complex)\w*\(|\barray\(")
 TES = (0.004, 0.008, 0.012)
 
@@ -1026,7 +1027,7 @@ def run_case(seed: int, base_paths: dict, work: Path, timeout_s: int = 120,
     argv = MUTATIONS[name][0](rng, paths, out)
     command = argv[0]
     target = _output_of(argv)
-    existed = target is not None and target.exists()
+    existed = _exists(target)
     before = _checksums(case / "in")
     stdout, stderr = io.StringIO(), io.StringIO()
     cwd = Path.cwd()
@@ -1071,7 +1072,7 @@ def run_case(seed: int, base_paths: dict, work: Path, timeout_s: int = 120,
         if not errors:
             return name, command, "traceback", (text.strip().splitlines()
                                                 or ["no message"])[-1][:200]
-        if target is not None and not existed and target.exists() and (
+        if not existed and _exists(target) and (
                 target.is_file() or (target.is_dir() and any(target.iterdir())
                                      and not (target / "qsmkit.json").exists()
                                      and command != "bids")):
@@ -1080,6 +1081,14 @@ def run_case(seed: int, base_paths: dict, work: Path, timeout_s: int = 120,
             return name, command, "odd message", errors[-1][:200]
         return name, command, "clean error", errors[-1][:200]
     return name, command, "traceback", (text.strip().splitlines() or [f"exit {code}"])[-1][:200]
+
+
+def _exists(path) -> bool:
+    """``path.exists()``, False for no path or one the file system refuses (too long)."""
+    try:
+        return path is not None and path.exists()
+    except OSError:
+        return False
 
 
 def _start_scheduler():
@@ -1100,10 +1109,14 @@ def _init_worker(scheduler):
 
 def _one(args):
     seed, base_paths, tmp, only = args
+    start = time.perf_counter()
     try:  # generous: the machine may be shared; a true hang never ends
-        return run_case(seed, base_paths, Path(tmp), timeout_s=600, only=only)
+        row = run_case(seed, base_paths, Path(tmp), timeout_s=600, only=only)
+    except Exception as err:  # noqa: BLE001 - this script's own failure, reported as such
+        row = ("?", "?", "harness error", f"{type(err).__name__}: {err}"[:200])
     finally:
         shutil.rmtree(Path(tmp) / f"case{seed}", ignore_errors=True)
+    return (*row, seed, round(time.perf_counter() - start, 1))
 
 
 def campaign(n_cases: int, seed: int, *, progress: bool = True, jobs: int = 1, only=None,
@@ -1123,10 +1136,12 @@ def campaign(n_cases: int, seed: int, *, progress: bool = True, jobs: int = 1, o
                 pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                            initializer=_init_worker, initargs=(SCHEDULER,))
                 with pool:
-                    results = pool.map(_one, [(s, base_paths, tmp, only) for s in seeds])
-                    for i, row in enumerate(results):
-                        rows.append(row)
-                        _report(i, row, progress, log)
+                    from concurrent.futures import as_completed
+
+                    futures = [pool.submit(_one, (s, base_paths, tmp, only)) for s in seeds]
+                    for i, future in enumerate(as_completed(futures)):
+                        rows.append(future.result())
+                        _report(i, rows[-1], progress, log)
             else:
                 for i, s in enumerate(seeds):
                     rows.append(_one((s, base_paths, tmp, only)))
