@@ -328,7 +328,8 @@ def detect_lesions(
         brain median is an ``artefact`` (flow, air, motion: the phase is not a field there)
     vessel_tree : True (segment veins here), False (no tree test) or a precomputed
         :class:`qsmkit.analysis.oximetry.VeinSegmentation`
-    vessel_radii_mm, vessel_threshold, vessel_fraction : a paramagnetic finding is a ``vein``
+    vessel_radii_mm, vessel_threshold, vessel_fraction, min_vessel_course_mm : a
+        paramagnetic finding is a ``vein``
         when its peak lies on a connected tubular structure (Frangi shape measure in mm scales
         at least ``vessel_threshold``, contrast at least ``vessel_fraction`` of the finding's
         peak) at least ``max(min_vessel_course_mm, 2 x its diameter)`` long (8 mm; the
