@@ -150,8 +150,35 @@ def r2star_limit_per_s(echo_times_s, snr0, *, min_echoes: int = 3, snr_floor: fl
 # -- the analysis and its table ---------------------------------------------------------------
 TABLE_COLUMNS = (
     "label", "n_voxels", "pdff_percent", "r2star_per_s", "r2star_in_range", "chi_ppm",
-    "lic_r2star", "lic_qsm",
+    "lic_r2star", "lic_qsm", "pdff_sd_percent", "estimate", "flags",
 )
+"""Columns of ``liver.tsv``. ``estimate`` is "voxels" (region means of the voxel fits) or
+"pooled" (:func:`qsmkit.body.region_fit.region_fatwater_fit`, where the signal has decayed
+before the third echo); ``flags`` lists, separated by ";", ``low_signal`` (pooled estimate),
+``pdff_uncertain`` (SD of PDFF above :data:`PDFF_SD_LIMIT_PERCENT`), ``r2star_out_of_range``
+(LIC by R2* not trustworthy) and ``no_signal`` (nothing measurable: χ from the surroundings
+only)."""
+
+PDFF_SD_LIMIT_PERCENT = 1.0
+"""PDFF is flagged uncertain when its SD exceeds 1 point (its 95 % interval then exceeds the
+±2 points within which PDFF methods agree with MR spectroscopy; Yokoo 2018)."""
+
+
+def region_measurable(magnitude, s0, region, r2star_roi: float, echo_times_s, noise_sd: float,
+                      limit_map=None, *, min_echoes: int = 3, snr_floor: float = 3.0) -> bool:
+    """Whether voxel fits can measure the R2* of ``region`` (see
+    :meth:`LiverAnalysis.r2star_measurable`)."""
+    region = np.asarray(region, dtype=bool)
+    sigma = noise_sd
+    if not np.isfinite(sigma) or sigma <= 0:
+        if limit_map is None:
+            return True
+        return bool(r2star_roi <= float(np.median(limit_map[region])))
+    snr0 = float(np.median(s0[region])) / sigma
+    limit = float(r2star_limit_per_s(echo_times_s, snr0, min_echoes=min_echoes,
+                                     snr_floor=snr_floor))
+    late = float(np.mean(magnitude[..., min_echoes - 1][region]))
+    return bool(r2star_roi <= limit and late > 2.0 * 1.2533 * sigma)
 
 
 @dataclasses.dataclass
@@ -163,6 +190,7 @@ class LiverAnalysis:
     fat: np.ndarray
     pdff_percent: np.ndarray
     field_hz: np.ndarray
+    fit_field_hz: np.ndarray
     r2star_per_s: np.ndarray
     r2star_monoexp_per_s: np.ndarray
     r2star_limit_per_s: np.ndarray
@@ -177,6 +205,7 @@ class LiverAnalysis:
     weight: np.ndarray
     s0: np.ndarray
     magnitude: np.ndarray
+    phase: np.ndarray
     echo_times_s: np.ndarray
     b0_tesla: float
     noise_sd: float
@@ -185,6 +214,7 @@ class LiverAnalysis:
     regions: dict
     rows: list
     info: dict
+    pooled: dict = dataclasses.field(default_factory=dict)
 
     def region_row(self, label, region, *, min_echoes: int = 3, snr_floor: float = 3.0) -> dict:
         """One row of the table for a boolean ``region`` (see :data:`TABLE_COLUMNS`).
@@ -198,26 +228,65 @@ class LiverAnalysis:
             return {"label": label, "n_voxels": 0, "pdff_percent": float("nan"),
                     "r2star_per_s": float("nan"), "r2star_in_range": False,
                     "chi_ppm": float("nan"), "lic_r2star": float("nan"),
-                    "lic_qsm": float("nan")}
-        pdff = float(np.mean(self.pdff_percent[region]))
-        r2 = float(np.median(self.r2star_per_s[region]))
-        # flagged when the echoes cannot measure it or when it lies above the R2* range the
-        # calibration was established on (no silent extrapolation of LIC by R2*)
-        in_range = (self.r2star_measurable(region, r2, min_echoes=min_echoes,
-                                           snr_floor=snr_floor)
-                    and int(self.calibration.flag(r2)) <= 0)
+                    "lic_qsm": float("nan"), "pdff_sd_percent": float("nan"),
+                    "estimate": "none", "flags": "no_signal"}
+        flags = []
+        pooled = self.pooled.get(label)
+        if pooled is None and not self.r2star_measurable(
+                region, float(np.median(self.r2star_per_s[region])), min_echoes=min_echoes,
+                snr_floor=snr_floor):
+            pooled = self.pooled_fit(region)
+        if pooled is None:
+            pdff = float(np.mean(self.pdff_percent[region]))
+            pdff_sd = float(np.std(self.pdff_percent[region]) / np.sqrt(n))
+            r2 = float(np.median(self.r2star_per_s[region]))
+            # flagged when the echoes cannot measure it or when it lies above the R2* range
+            # the calibration was established on (no silent extrapolation of LIC by R2*)
+            measured = self.r2star_measurable(region, r2, min_echoes=min_echoes,
+                                              snr_floor=snr_floor)
+            estimate = "voxels"
+        else:
+            flags.append("low_signal")
+            pdff, pdff_sd, r2 = pooled.pdff_percent, pooled.pdff_sd_percent, pooled.r2star_per_s
+            # the pooled R2* counts as measured when its own precision is 5 % or better (a
+            # third of the 15 % within which calibrations agree with biopsy) and the fat
+            # fraction it is coupled with is known to 2 points: with one or two echoes left,
+            # R2* and fat trade off and the Cramér–Rao SD misses the model's bias
+            measured = bool(np.isfinite(r2) and pooled.r2star_sd_per_s <= 0.05 * r2
+                            and pooled.pdff_sd_percent <= 2.0 * PDFF_SD_LIMIT_PERCENT)
+            estimate = "pooled"
+            if not np.isfinite(pdff):
+                flags.append("no_signal")
+        in_range = bool(measured and int(self.calibration.flag(r2)) <= 0)
+        if not (pdff_sd <= PDFF_SD_LIMIT_PERCENT):
+            flags.append("pdff_uncertain")
+        if not in_range:
+            flags.append("r2star_out_of_range")
         qregion = region & self.qsm_mask
         chi = float(np.mean(self.chi_ppm[qregion])) if qregion.any() else float("nan")
+        pdff_for_lic = pdff if np.isfinite(pdff) else 0.0
         return {
             "label": label,
             "n_voxels": n,
             "pdff_percent": pdff,
             "r2star_per_s": r2,
-            "r2star_in_range": bool(in_range),
+            "r2star_in_range": in_range,
             "chi_ppm": chi,
             "lic_r2star": float(self.calibration.lic(r2)),
-            "lic_qsm": float(lic_from_chi(chi, pdff, slope_ppm=self.chi_slope_ppm)),
+            "lic_qsm": float(lic_from_chi(chi, pdff_for_lic, slope_ppm=self.chi_slope_ppm)),
+            "pdff_sd_percent": pdff_sd,
+            "estimate": estimate,
+            "flags": ";".join(flags),
         }
+
+    def pooled_fit(self, region):
+        """:func:`~qsmkit.body.region_fit.region_fatwater_fit` of the voxels of ``region``."""
+        from qsmkit.body.region_fit import region_fatwater_fit
+
+        region = np.asarray(region, dtype=bool) & self.body_mask
+        signal = self.magnitude[region] * np.exp(1j * self.phase[region])
+        return region_fatwater_fit(signal, self.fit_field_hz[region], self.echo_times_s,
+                                   self.b0_tesla, self.noise_sd)
 
     def r2star_measurable(self, region, r2star_roi: float, *, min_echoes: int = 3,
                           snr_floor: float = 3.0) -> bool:
@@ -228,15 +297,10 @@ class LiverAnalysis:
         above the noise floor (twice the Rayleigh mean ``1.25 sigma``), which catches decay so
         fast that the fit itself has failed.
         """
-        region = np.asarray(region, dtype=bool)
-        sigma = self.noise_sd
-        if not np.isfinite(sigma) or sigma <= 0:
-            return bool(r2star_roi <= float(np.median(self.r2star_limit_per_s[region])))
-        snr0 = float(np.median(self.s0[region])) / sigma
-        limit = float(r2star_limit_per_s(self.echo_times_s, snr0, min_echoes=min_echoes,
-                                         snr_floor=snr_floor))
-        late = float(np.mean(self.magnitude[..., min_echoes - 1][region]))
-        return bool(r2star_roi <= limit and late > 2.0 * 1.2533 * sigma)
+        return region_measurable(self.magnitude, self.s0, region, r2star_roi,
+                                 self.echo_times_s, self.noise_sd,
+                                 self.r2star_limit_per_s, min_echoes=min_echoes,
+                                 snr_floor=snr_floor)
 
     def table(self, regions: Mapping[object, np.ndarray] | None = None) -> list[dict]:
         """Rows for each named region (default: the regions of the analysis)."""
@@ -268,6 +332,8 @@ def analyse_liver(
     roi_constant: bool = True,
     bgremove_options: Mapping | None = None,
     invert_options: Mapping | None = None,
+    continue_body: bool = False,
+    continue_mm: float | None = None,
 ) -> LiverAnalysis:
     """Fat–water separation, PDFF, R2*, liver QSM and both LIC maps from multi-echo GRE.
 
@@ -292,6 +358,9 @@ def analyse_liver(
         "buelo2025", the in-vivo calibration; "physical" is 0.48 ppm per mg/g)
     background, invert, air, harmonic_order, lam : see :func:`liver_qsm`
     roi_constant : estimate one susceptibility per region (default) instead of per voxel
+    continue_body, continue_mm : continue the body beyond the faces of the field of view
+        that cut it, over ``continue_mm`` (default: the whole padding); see
+        :func:`qsmkit.body.liver_qsm.liver_qsm`
     """
     from qsmkit.body.fatwater import FatWaterModel
 
@@ -322,6 +391,14 @@ def analyse_liver(
     fit = model.fit(mag, phase, mask=support)
     s0 = fit.s0
     body = mask if mask is not None else body_mask(mag[..., 0], fit.noise_sd) & support
+    if labels is not None and mask is None:
+        # a labelled region stays whole even where iron has taken its signal away: its
+        # voxels inside the body outline are tissue (weight ~0), not air
+        from qsmkit.body.liver_qsm import _filled
+
+        lab = np.asarray(labels)
+        if lab.shape == body.shape:
+            body = body | ((np.rint(lab) > 0) & _filled(body))
     pdff = np.where(body, fit.pdff_percent, 0).astype(np.float32)
     r2 = np.where(body, fit.r2star_per_s, 0).astype(np.float32)
     r2_mono, _ = r2star_monoexp(mag, tes, mask=body)
@@ -372,12 +449,17 @@ def analyse_liver(
         ref_chi = CHI_AIR_PPM
 
     weight = np.where(body, fit.field_weight(), 0).astype(np.float32)
+    field_hz = np.where(body, fit.field_hz, 0).astype(np.float32)
+    phase = np.asarray(phase, dtype=np.float32)
+    pooled = _pooled_regions(mag, phase, fit, s0, body, regions, tes, b0_tesla, field_hz,
+                             weight)
     qsm = liver_qsm(
-        np.where(body, fit.field_hz, 0), body, voxel_size, b0_dir=b0_dir, b0_tesla=b0_tesla,
+        field_hz, body, voxel_size, b0_dir=b0_dir, b0_tesla=b0_tesla,
         weight=weight, rois=rois if roi_constant else None, background=background,
         invert=invert, air=air, harmonic_order=harmonic_order, lam=lam,
         reference_mask=None if reference == "air" else ref_mask, reference_chi_ppm=ref_chi,
         bgremove_options=bgremove_options, invert_options=invert_options,
+        continue_body=continue_body, continue_mm=continue_mm,
     )
     lic_r2 = np.where(body, cal.lic(r2), 0).astype(np.float32)
     lic_q = np.where(qsm.mask, lic_from_chi(qsm.chi_ppm, pdff, slope_ppm=slope), 0)
@@ -385,7 +467,8 @@ def analyse_liver(
         water=np.abs(fit.water).astype(np.float32) * body,
         fat=np.abs(fit.fat).astype(np.float32) * body,
         pdff_percent=pdff,
-        field_hz=np.where(body, fit.field_hz, 0).astype(np.float32),
+        field_hz=field_hz,
+        fit_field_hz=np.where(body, fit.field_hz, 0).astype(np.float32),
         r2star_per_s=r2,
         r2star_monoexp_per_s=r2_mono,
         r2star_limit_per_s=limit,
@@ -400,6 +483,7 @@ def analyse_liver(
         weight=weight,
         s0=s0,
         magnitude=mag,
+        phase=phase,
         echo_times_s=tes,
         b0_tesla=float(b0_tesla),
         noise_sd=float(sigma),
@@ -418,10 +502,49 @@ def analyse_liver(
             "chi_lic_slope_ppm_per_mg_g": float(slope),
             "noise_sd": float(sigma),
             "regions": "labels" if labels is not None else "automatic liver",
+            "pooled_regions": {str(k): dataclasses.asdict(v) for k, v in pooled.items()},
         },
+        pooled=pooled,
     )
     analysis.rows = analysis.table()
     return analysis
+
+
+def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, field_hz,
+                    weight, *, min_echoes: int = 3) -> dict:
+    """Pooled fits of the regions whose signal has decayed before the ``min_echoes``-th echo.
+
+    The field map of such a region is replaced by its pooled estimate (the voxel fits are
+    noise there and the field map only interpolates the surroundings), and its data weight
+    by the pooled precision shared among its voxels, so that liver QSM uses what the region's
+    few echoes do say about its field (``field_hz`` and ``weight`` are changed in place).
+    """
+    from qsmkit.body.region_fit import region_fatwater_fit
+
+    sigma = fit.noise_sd
+    if not (np.isfinite(sigma) and sigma > 0):
+        return {}
+    sd_map = np.where(body, fit.field_sd_hz, np.inf)
+    finite = np.isfinite(sd_map) & body
+    sd_ref = float(np.percentile(sd_map[finite], 10)) if finite.any() else np.nan
+    r2 = fit.r2star_per_s
+    out = {}
+    for label, region in regions.items():
+        region = np.asarray(region, bool) & body
+        n = int(region.sum())
+        if n == 0 or region_measurable(mag, s0, region, float(np.median(r2[region])),
+                                       echo_times_s, sigma, min_echoes=min_echoes):
+            continue
+        signal = mag[region] * np.exp(1j * phase[region])
+        res = region_fatwater_fit(signal, fit.field_hz[region], echo_times_s, b0_tesla, sigma)
+        out[label] = res
+        if np.isfinite(res.field_offset_hz) and np.isfinite(res.field_offset_sd_hz):
+            field_hz[region] = fit.field_hz[region] + np.float32(res.field_offset_hz)
+            w = sd_ref / (res.field_offset_sd_hz * np.sqrt(n)) if np.isfinite(sd_ref) else 0
+            weight[region] = np.float32(min(max(w, 0.0), 1.0))
+        else:
+            weight[region] = 0.0
+    return out
 
 
 def compare_regions(row_a: Mapping, row_b: Mapping) -> dict:
@@ -452,7 +575,7 @@ def write_table(path, rows: Sequence[Mapping]) -> None:
         if isinstance(value, (bool, np.bool_)):
             return "true" if value else "false"
         if isinstance(value, (float, np.floating)):
-            return "nan" if not np.isfinite(value) else f"{float(value):.4f}"
+            return f"{float(value):.4f}" if np.isfinite(value) else str(float(value))
         return str(value)
 
     lines = ["\t".join(TABLE_COLUMNS)]

@@ -86,13 +86,82 @@ def air_padding(shape, voxel_size, *, in_plane: float = 0.25) -> tuple[int, int,
     )
 
 
+def continuing_faces(body, *, min_fraction: float = 0.3) -> list[tuple[int, int]]:
+    """Faces of the grid that the body runs through, as ``(axis, side)`` (side 0: low end).
+
+    A face counts when the body (internal air filled) covers at least ``min_fraction`` of its
+    largest cross-section normal to that axis in the outermost slice: the anatomy is cut by
+    the field of view there — typically both ends of an abdominal slab along B0 — and the
+    body continues beyond it. Faces with air around the body (the usual in-plane case) do not
+    count.
+    """
+    filled = _filled(np.asarray(body, dtype=bool))
+    faces = []
+    for axis in range(filled.ndim):
+        areas = filled.sum(axis=tuple(a for a in range(filled.ndim) if a != axis))
+        largest = float(areas.max()) if areas.size else 0.0
+        for side, edge in ((0, 0), (1, -1)):
+            if largest > 0 and areas[edge] >= min_fraction * largest:
+                faces.append((axis, side))
+    return faces
+
+
+def _beyond(sl: slice, side: int, depth: int | None) -> slice:
+    if side == 0:
+        return slice(0 if depth is None else max(0, sl.start - depth), sl.start)
+    return slice(sl.stop, None if depth is None else sl.stop + depth)
+
+
+def _continue_beyond(padded: np.ndarray, inner: tuple[slice, ...], faces,
+                     depth=None) -> np.ndarray:
+    """Copy the outermost inner slice across the padding beyond each face (in place), over
+    ``depth[axis]`` voxels (default: the whole padding)."""
+    for axis, side in faces:
+        sl = inner[axis]
+        edge = sl.start if side == 0 else sl.stop - 1
+        beyond = _beyond(sl, side, None if depth is None else depth[axis])
+        src = [slice(None)] * padded.ndim
+        dst = [slice(None)] * padded.ndim
+        src[axis] = slice(edge, edge + 1)
+        dst[axis] = beyond
+        padded[tuple(dst)] = padded[tuple(src)]
+    return padded
+
+
+def _continue_adjoint(padded: np.ndarray, inner: tuple[slice, ...], faces,
+                      depth=None) -> np.ndarray:
+    """Adjoint of :func:`_continue_beyond`: the padding beyond a face is summed onto its
+    outermost inner slice (faces processed in reverse order)."""
+    out = padded.copy()
+    for axis, side in reversed(list(faces)):
+        sl = inner[axis]
+        edge = sl.start if side == 0 else sl.stop - 1
+        beyond = _beyond(sl, side, None if depth is None else depth[axis])
+        src = [slice(None)] * padded.ndim
+        dst = [slice(None)] * padded.ndim
+        src[axis] = beyond
+        dst[axis] = slice(edge, edge + 1)
+        out[tuple(dst)] += out[tuple(src)].sum(axis=axis, keepdims=True)
+        out[tuple(src)] = 0
+    return out
+
+
+def _depth_voxels(depth_mm, voxel_size):
+    if depth_mm is None:
+        return None
+    return tuple(int(np.ceil(float(depth_mm) / float(v))) for v in voxel_size)
+
+
 def air_field_ppm(body, voxel_size: Sequence[float], b0_dir=(0.0, 0.0, 1.0), *,
-                  separate: bool = False) -> list[np.ndarray]:
+                  separate: bool = False, faces=(), depth_mm: float | None = None
+                  ) -> list[np.ndarray]:
     """Field (ppm per ppm of air susceptibility) inside the grid of unit-susceptibility air.
 
-    Air is every voxel outside ``body`` — around the body (continuing beyond the grid in all
-    directions) and inside it (lungs, bowel gas). The field is computed on a grid padded by
-    :func:`air_padding`. With ``separate`` the field of each connected air region is
+    Air is every voxel outside ``body`` — around the body and inside it (lungs, bowel gas).
+    The field is computed on a grid padded by :func:`air_padding`; the padding is air, except
+    beyond the ``faces`` (see :func:`continuing_faces`) where the outermost slice — body, its
+    internal air and the air around it — is continued across the padding, as the anatomy of a
+    slab continues beyond it. With ``separate`` the field of each connected air region is
     returned (the outside first); otherwise one field for all air.
     """
     from scipy import ndimage
@@ -105,18 +174,17 @@ def air_field_ppm(body, voxel_size: Sequence[float], b0_dir=(0.0, 0.0, 1.0), *,
     filled = _filled(body)
     big = fast_shape(body.shape, air_padding(body.shape, voxel_size))
     kernel = dipole_kernel(big, voxel_size, b0_dir, half=True)
-    outside, sl = pad_to((~filled).astype(np.float32), big)
-    # the padding is air as well
-    inner = np.zeros(big, bool)
-    inner[sl] = True
-    outside[~inner] = 1.0
-    sources = [outside]
+    depth = _depth_voxels(depth_mm, voxel_size)
+    filled_p, sl = pad_to(filled.astype(np.float32), big)
+    outside = 1.0 - _continue_beyond(filled_p, sl, faces, depth)  # elsewhere the padding is air
     holes = filled & ~body
     if separate:
         lab, n = ndimage.label(holes)
-        sources += [pad_to((lab == i).astype(np.float32), big)[0] for i in range(1, n + 1)]
+        lab_p = _continue_beyond(pad_to(lab.astype(np.int32), big)[0], sl, faces, depth)
+        sources = [outside] + [(lab_p == i).astype(np.float32) for i in range(1, n + 1)]
     else:
-        sources[0] = sources[0] + pad_to(holes.astype(np.float32), big)[0]
+        sources = [outside + _continue_beyond(pad_to(holes.astype(np.float32), big)[0], sl,
+                                              faces, depth)]
     return [crop(fft.irfftn(fft.rfftn(src) * kernel, big), sl).astype(np.float32)
             for src in sources]
 
@@ -135,14 +203,19 @@ def _harmonics(shape, voxel_size, order: int) -> list[np.ndarray]:
 
 
 def _solve_susceptibility(field_ppm, mask, voxel_size, b0_dir, weight, rois, columns, *,
-                          lam, tol, max_iter):
+                          lam, tol, max_iter, faces=(), depth_mm=None):
     """Weighted least squares ``||W (D chi + C a - f)||^2 + lam ||grad chi||^2`` over the mask.
 
     ``chi`` is supported on the mask (zero outside), constant within each positive label of
     ``rois``; the gradient penalty acts only between voxels that are not in a region.
-    ``C`` (fields of background terms, e.g. air regions and harmonics) is eliminated by
-    variable projection; conjugate gradients on the normal equations. Returns
-    ``(chi (X, Y, Z), a (n_columns,), iterations)``.
+    ``C`` (fields of background terms, e.g. air regions and harmonics) and the field of each
+    region (one unknown each, unpenalised) are eliminated exactly by variable projection;
+    conjugate gradients solve for the free voxels. Eliminating the regions matters: where a
+    region's signal has gone its weight is ~0 and, as an unknown of the iteration, its
+    susceptibility would converge far more slowly than the rest (it would stay biased
+    towards 0). Beyond each of ``faces`` the tissue of the outermost slice continues with
+    its susceptibility across the padding (a slab through a longer body;
+    :func:`continuing_faces`). Returns ``(chi (X, Y, Z), a (n_columns,), iterations)``.
     """
     from qsmkit import fft
     from qsmkit.geometry import crop, fast_shape, pad_to
@@ -152,20 +225,37 @@ def _solve_susceptibility(field_ppm, mask, voxel_size, b0_dir, weight, rois, col
     shape = mask.shape
     grid = fast_shape(shape, _pads(shape, voxel_size))
     kernel = dipole_kernel(grid, voxel_size, b0_dir, half=True)
+    mp, sl = pad_to(mask.astype(np.float32), grid)
+    mp = mp > 0.5
 
     def dip(x):
         return fft.irfftn(fft.rfftn(x) * kernel, grid).astype(np.float32)
 
-    mp, sl = pad_to(mask.astype(np.float32), grid)
-    mp = mp > 0.5
+    depth = _depth_voxels(depth_mm, voxel_size)
+
+    def dip_continued(x):  # tissue continued beyond the faces, then its field
+        return dip(_continue_beyond(x.copy(), sl, faces, depth)) if faces else dip(x)
+
+    def dip_continued_adjoint(y):
+        return _continue_adjoint(dip(y), sl, faces, depth) if faces else dip(y)
+
     f = pad_to(np.where(mask, field_ppm, 0).astype(np.float32), grid)[0][mp].astype(np.float64)
     w = np.ones(int(mask.sum())) if weight is None else np.asarray(weight, float)[mask]
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
     if not np.any(w > 0):
         raise InputError("the data weight is zero everywhere in the mask")
     w = w / np.sqrt(np.mean(w**2))
-    if columns:
-        cmat = np.stack([c[mask] for c in columns], axis=1).astype(np.float64) * w[:, None]
+
+    labels = np.zeros(grid, np.int64)
+    if rois is not None:
+        labels[sl] = np.where(mask, np.asarray(rois, dtype=np.int64), 0)
+    ids = [int(i) for i in np.unique(labels) if i > 0]
+    regions = [(labels == i).astype(np.float32) for i in ids]
+    # all eliminated terms: background columns, then the field of each region
+    fields = [c[mask].astype(np.float64) for c in columns]
+    fields += [dip_continued(reg)[mp].astype(np.float64) for reg in regions]
+    if fields:
+        cmat = np.stack(fields, axis=1) * w[:, None]
         q, r = np.linalg.qr(cmat)
     else:
         q = np.zeros((w.size, 0))
@@ -174,28 +264,12 @@ def _solve_susceptibility(field_ppm, mask, voxel_size, b0_dir, weight, rois, col
     def project(v):
         return v - q @ (q.T @ v)
 
-    labels = np.zeros(grid, np.int64)
-    if rois is not None:
-        labels[sl] = np.where(mask, np.asarray(rois, dtype=np.int64), 0)
-    ids = [int(i) for i in np.unique(labels) if i > 0]
-    regions = [labels == i for i in ids]
-    norms = np.sqrt([float(reg.sum()) for reg in regions])
     free = mp & (labels == 0)
     edges = [(free & np.roll(free, -1, axis=a)).astype(np.float32) for a in range(3)]
     for a in range(3):  # no periodic edge
         idx = [slice(None)] * 3
         idx[a] = -1
         edges[a][tuple(idx)] = 0.0
-
-    def expand(xf, c):
-        x = xf * free
-        for reg, ci, nm in zip(regions, c, norms, strict=True):
-            x = x + reg * np.float32(ci / nm)
-        return x
-
-    def gather(g):
-        return g * free, np.array([float(g[reg].sum()) / nm for reg, nm in
-                                   zip(regions, norms, strict=True)])
 
     def penalty(x):
         g = forward_gradient(x, voxel_size)
@@ -206,44 +280,42 @@ def _solve_susceptibility(field_ppm, mask, voxel_size, b0_dir, weight, rois, col
     def residual_side(y):
         out = np.zeros(grid, np.float32)
         out[mp] = y
-        return dip(out)
+        return dip_continued_adjoint(out) * free
 
-    def normal(xf, c):
-        y = project(dip(expand(xf, c))[mp] * w) * w
-        gf, gc = gather(residual_side(y))
-        return gf + np.float32(lam) * free * penalty(xf * free), gc
+    def normal(xf):
+        y = project(dip_continued(xf * free)[mp] * w) * w
+        return residual_side(y) + np.float32(lam) * free * penalty(xf * free)
 
-    bf, bc = gather(residual_side(project(w * f) * w))
-    xf = np.zeros(grid, np.float32)
-    xc = np.zeros(len(ids))
-    rf, rc = bf.copy(), bc.copy()
-    pf, pc = rf.copy(), rc.copy()
-    rr = float(np.vdot(rf, rf).real) + float(rc @ rc)
+    b = residual_side(project(w * f) * w)
+    x = np.zeros(grid, np.float32)
+    res = b.copy()
+    direction = res.copy()
+    rr = float(np.vdot(res, res).real)
     bnorm = np.sqrt(rr)
     iterations = 0
     if bnorm > 0:
         for iterations in range(1, max_iter + 1):  # noqa: B007 - reported
-            af, ac = normal(pf, pc)
-            pap = float(np.vdot(pf, af).real) + float(pc @ ac)
+            ad = normal(direction)
+            pap = float(np.vdot(direction, ad).real)
             if pap <= 0:
                 break
             alpha = rr / pap
-            xf += np.float32(alpha) * pf
-            xc += alpha * pc
-            rf -= np.float32(alpha) * af
-            rc -= alpha * ac
-            rr_new = float(np.vdot(rf, rf).real) + float(rc @ rc)
+            x += np.float32(alpha) * direction
+            res -= np.float32(alpha) * ad
+            rr_new = float(np.vdot(res, res).real)
             if np.sqrt(rr_new) <= tol * bnorm:
                 break
-            beta = rr_new / rr
-            pf = rf + np.float32(beta) * pf
-            pc = rc + beta * pc
+            direction = res + np.float32(rr_new / rr) * direction
             rr = rr_new
-    chi_p = expand(xf, xc)
-    model = dip(chi_p)[mp].astype(np.float64)
-    coef = (np.linalg.solve(r, q.T @ (w * (f - model))) if columns else np.zeros(0))
-    chi = crop(chi_p, sl).astype(np.float32)
-    return np.where(mask, chi, 0.0).astype(np.float32), coef, iterations
+    x *= free
+    model = dip_continued(x)[mp].astype(np.float64)
+    coef = (np.linalg.lstsq(r, q.T @ (w * (f - model)), rcond=None)[0] if fields
+            else np.zeros(0))
+    n_bg = len(columns)
+    for reg, value in zip(regions, coef[n_bg:], strict=True):
+        x += reg * np.float32(value)
+    chi = crop(x, sl).astype(np.float32)
+    return np.where(mask, chi, 0.0).astype(np.float32), coef[:n_bg], iterations
 
 
 def liver_qsm(
@@ -266,6 +338,8 @@ def liver_qsm(
     reference_chi_ppm: float = 0.0,
     bgremove_options: Mapping | None = None,
     invert_options: Mapping | None = None,
+    continue_body: bool = False,
+    continue_mm: float | None = None,
 ) -> LiverQSM:
     """Liver susceptibility from a chemical-shift-free field map.
 
@@ -283,6 +357,14 @@ def liver_qsm(
     :meth:`FatWaterFit.field_weight`) with a gradient penalty ``lam`` (ppm^2 mm^2 per ppm^2)
     between voxels outside the regions; a region of vanished signal (weight ~0) then gets its
     susceptibility from the field it produces in the tissue around it.
+
+    A slab through the abdomen cuts the body: the liver, spleen and body wall continue beyond
+    it along B0. Modelling them as ending at the slab's faces puts fictitious sources (the
+    ends of every column of tissue) next to the data, which the fit then absorbs into the
+    regions' susceptibilities — a bias that grows with χ. With ``continue_body`` (default) the
+    body, its air and its tissue susceptibility are continued beyond every face the body runs
+    through (:func:`continuing_faces`), for the whole padding: the outermost slice is the best
+    available estimate of the anatomy just outside the field of view.
 
     ``background`` may instead name a method of :data:`qsmkit.bgremove.METHODS` ("pdf",
     "lbv", ...), whose local field is then inverted by ``invert``: "wls" (the same weighted
@@ -330,7 +412,9 @@ def liver_qsm(
     if rois is not None:
         rois = np.where(mask, np.asarray(rois), 0).astype(np.int64)
     field_ppm = np.where(mask, hz_to_ppm(field, b0_tesla), 0.0)
+    faces = continuing_faces(mask) if continue_body else []
     info = {"background": background, "invert": invert, "lam": lam,
+            "continued_faces": [[int(a), int(s)] for a, s in faces],
             "roi_labels": [] if rois is None else [int(v) for v in np.unique(rois) if v > 0]}
     referenced_to = None
 
@@ -338,14 +422,16 @@ def liver_qsm(
         columns = _harmonics(mask.shape, voxel_size, harmonic_order)
         n_harm = len(columns)
         if air == "fixed":
-            (air_field,) = air_field_ppm(mask, voxel_size, bdir)
+            (air_field,) = air_field_ppm(mask, voxel_size, bdir, faces=faces,
+                                         depth_mm=continue_mm)
             data = field_ppm - CHI_AIR_PPM * air_field
         else:
-            columns = air_field_ppm(mask, voxel_size, bdir, separate=True) + columns
+            columns = air_field_ppm(mask, voxel_size, bdir, separate=True,
+                                    faces=faces, depth_mm=continue_mm) + columns
             data = field_ppm
         chi, coef, its = _solve_susceptibility(
             data, mask, voxel_size, bdir, w, rois, columns, lam=lam, tol=tol,
-            max_iter=max_iter,
+            max_iter=max_iter, faces=faces, depth_mm=continue_mm,
         )
         background_ppm = field_ppm - data + sum(c * col for c, col in zip(coef, columns,
                                                                           strict=True))
@@ -377,7 +463,8 @@ def liver_qsm(
             chi, _, its = _solve_susceptibility(
                 local_ppm, qmask, voxel_size, bdir, w_q, rois, _harmonics(qmask.shape,
                                                                           voxel_size, 0),
-                lam=lam, tol=tol, max_iter=max_iter,
+                lam=lam, tol=tol, max_iter=max_iter, faces=faces,
+                depth_mm=continue_mm,
             )
             info["iterations"] = int(its)
         else:
