@@ -68,6 +68,9 @@ def patch_table(phantom, rows) -> list[dict]:
             "m_pdff": get("pdff_percent"), "m_r2": get("r2star_per_s"),
             "in_range": (r is not None and r["r2star_in_range"] == "true"),
             "m_chi": get("chi_ppm"), "m_lic_r2": get("lic_r2star"), "m_lic_qsm": get("lic_qsm"),
+            "m_pdff_sd": get("pdff_sd_percent") if r is not None and "pdff_sd_percent" in r
+            else np.nan,
+            "flags": (r.get("flags") or "") if r is not None else "",
         })
     return table
 
@@ -75,6 +78,8 @@ def patch_table(phantom, rows) -> list[dict]:
 def summary(table) -> dict:
     t = [r for r in table if r["present"]]
     pdff_err = max((abs(r["m_pdff"] - r["pdff"]) for r in t), default=np.nan)
+    certain = [r for r in t if "pdff_uncertain" not in r["flags"]]
+    pdff_err_certain = max((abs(r["m_pdff"] - r["pdff"]) for r in certain), default=np.nan)
     ff = [r for r in t if r["pdff"] == 0 and np.isfinite(r["m_chi"])]
     slope = r_val = np.nan
     if len(ff) >= 3:
@@ -83,7 +88,9 @@ def summary(table) -> dict:
         slope = float(np.polyfit(x, y, 1)[0])
         r_val = float(np.corrcoef(x, y)[0, 1])
     lic_err = [100 * abs(r["m_lic_r2"] - r["lic"]) / r["lic"] for r in t if r["in_range"]]
-    return {"present": len(t), "pdff_max_err": pdff_err, "chi_slope_fatfree": slope,
+    return {"present": len(t), "pdff_max_err": pdff_err,
+            "pdff_max_err_unflagged": pdff_err_certain, "n_pdff_unflagged": len(certain),
+            "chi_slope_fatfree": slope,
             "chi_r_fatfree": r_val, "lic_r2_max_err_pct": max(lic_err, default=np.nan),
             "n_in_range": len(lic_err)}
 
@@ -93,20 +100,22 @@ def markdown(b0, table, summ, seconds, error) -> str:
     lines = [f"**{b0:g} T** (`qsmkit liver` {seconds:.0f} s{failed})",
              "",
              "| patch | LIC | PDFF | PDFF meas | R2* | R2* meas | in range | chi | chi meas "
-             "| LIC R2* | LIC QSM | voxels (truth) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| LIC R2* | LIC QSM | voxels (truth) | flags |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         if not r["present"]:
             lines.append(f"| {r['label']} | {r['lic']:g} | {r['pdff']:g} | missing | "
-                         f"{r['r2']:.0f} | | | {r['chi']:.2f} | | | | 0 ({r['n_truth']}) |")
+                         f"{r['r2']:.0f} | | | {r['chi']:.2f} | | | | 0 ({r['n_truth']}) | |")
             continue
         lines.append(
             f"| {r['label']} | {r['lic']:g} | {r['pdff']:g} | {r['m_pdff']:.1f} | {r['r2']:.0f} | "
             f"{r['m_r2']:.0f} | {'yes' if r['in_range'] else 'no'} | {r['chi']:.2f} | "
             f"{r['m_chi']:.2f} | {r['m_lic_r2']:.1f} | {r['m_lic_qsm']:.1f} | "
-            f"{r['n']} ({r['n_truth']}) |")
+            f"{r['n']} ({r['n_truth']}) | {r['flags'].replace(';', ', ')} |")
     lines += ["", f"present {summ['present']}/24; PDFF max |error| {summ['pdff_max_err']:.1f} "
-              f"points; chi of fat-free patches vs truth: slope {summ['chi_slope_fatfree']:.2f}, "
+              f"points ({summ['pdff_max_err_unflagged']:.1f} over the "
+              f"{summ['n_pdff_unflagged']} patches not flagged pdff_uncertain); "
+              f"chi of fat-free patches vs truth: slope {summ['chi_slope_fatfree']:.2f}, "
               f"r {summ['chi_r_fatfree']:.3f}; LIC by R2* max error "
               f"{summ['lic_r2_max_err_pct']:.0f} % over {summ['n_in_range']} in-range patches", ""]
     return "\n".join(lines)
