@@ -38,7 +38,8 @@ very long, empty) for every command. Every case ends in exactly one outcome:
 - ``half-written``: a staging folder left behind, or a failed command left an output file, or
   an output folder without its ``qsmkit.json``;
 - ``hang``: no answer within the time limit;
-- ``odd message``: a clean error whose message shows a numpy repr (``np.float64(2.0)``);
+- ``odd message``: a clean error whose output shows a numpy repr (``np.float64(2.0)``) or a
+  library's Python warning (``file.py:12: RuntimeWarning: ...``) beside the one-line error;
 - ``harness error``: this script failed to set up or judge the case (its own bug).
 
 The promises hold when every outcome is ``clean error`` or ``good run``. Pipeline runs use
@@ -69,7 +70,9 @@ import numpy as np
 GOOD = ("clean error", "good run")
 OUTCOMES = ("clean error", "good run", "traceback", "silent bad map", "input changed",
             "half-written", "hang", "odd message", "harness error")
-NUMPY_REPR = re.compile(r"\bnp\.(float|int|uint|bool|str_|complex)\w*\(|\barray\(")
+NUMPY_REPR = re.compile(r"\bnp\.(float|int|uint|bool|str_|complex)\w*\(|\barray\(|"
+                        r"^\S+:\d+: \w*Warning: ", re.MULTILINE)
+"""A numpy repr in a message, or a Python warning printed beside qsmkit's own lines."""
 TES = (0.004, 0.008, 0.012)
 
 
@@ -903,17 +906,6 @@ def _warning_codes(provenance: Path) -> list[str]:
             for w in meta.get("warnings", []) or []]
 
 
-def _strict_json(path: Path) -> str:
-    def refuse(constant):
-        raise ValueError(f"{constant} in JSON")
-
-    try:
-        json.loads(path.read_text(), parse_constant=refuse)
-    except (OSError, ValueError) as err:
-        return f"{path.name}: {err}"[:120]
-    return ""
-
-
 def _table_is_clean(tsv: Path) -> str:
     if not tsv.exists():
         return f"{tsv.name} missing"
@@ -921,7 +913,19 @@ def _table_is_clean(tsv: Path) -> str:
         cells = {c.strip().lower() for c in line.split("\t")}
         if cells & {"nan", "inf", "-inf"}:
             return f"{tsv.name}: NaN/Inf cell in: {line[:80]}"
-    return _strict_json(tsv.with_suffix(".json")) if tsv.with_suffix(".json").exists() else ""
+    sidecar = tsv.with_suffix(".json")
+    if not sidecar.exists():
+        return f"{sidecar.name} missing"
+    try:  # NaN stands for "not measurable" in qsmkit's JSON (Python's dialect); Inf never
+        json.loads(sidecar.read_text(), parse_constant=lambda c: float("nan") if c == "NaN"
+                   else _refuse(c))
+    except (OSError, ValueError) as err:
+        return f"{sidecar.name}: {err}"[:120]
+    return ""
+
+
+def _refuse(constant):
+    raise ValueError(f"{constant} in JSON")
 
 
 def _output_of(argv: list[str]) -> Path | None:

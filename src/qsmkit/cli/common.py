@@ -23,6 +23,8 @@ def parse_floats(text: str, name: str) -> list[float]:
                          f"{name} 64,64,48 or {name} 64 64 48), got {text!r}") from None
     if not values:
         raise InputError(f"{name} is empty")
+    if not all(np.isfinite(values)):
+        raise InputError(f"{name} must be finite numbers, got {text!r}")
     return values
 
 

@@ -14,6 +14,7 @@ import math
 import pkgutil
 import sys
 import traceback
+import warnings
 
 from qsmkit import __version__
 from qsmkit.errors import InputError
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         # chatter) would print beside qsmkit's one-line messages, some of them twice.
         for name in ("nibabel", "distributed", "dask"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # Python warnings of the libraries (numpy's overflow RuntimeWarning with its source
+        # line, dask's port notice) are not qsmkit's messages, which never use them: -v shows
+        # them (issue 16).
+        warnings.simplefilter("ignore")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
