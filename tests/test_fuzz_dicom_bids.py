@@ -161,3 +161,36 @@ def test_the_judge_sees_a_flat_unflagged_map(tmp_path):
     assert "flat" in fuzz._flat_unflagged(tmp_path / "chi.nii.gz", tmp_path / "qsmkit.json")
     (tmp_path / "qsmkit.json").write_text(json.dumps({"warnings": [{"code": "CHI_FLAT"}]}))
     assert fuzz._flat_unflagged(tmp_path / "chi.nii.gz", tmp_path / "qsmkit.json") == ""
+
+
+def test_number_lists_refuse_nan_and_inf():
+    from qsmkit.cli.common import parse_echo_times, parse_floats
+    from qsmkit.errors import InputError
+
+    for text in ("inf", "0.004,nan", "-inf 0.008"):
+        with pytest.raises(InputError, match="finite"):
+            parse_echo_times(text)
+    with pytest.raises(InputError, match="finite"):
+        parse_floats("64,nan,48", "--shape")
+    assert parse_floats("64 64 48", "--shape") == [64.0, 64.0, 48.0]
+
+
+def test_library_warnings_print_only_with_verbose(base, tmp_path, capsys, monkeypatch):
+    """A numpy RuntimeWarning (e.g. overflow under --lam 1e300) must not print its source
+    line beside qsmkit's one-line messages; -v shows it."""
+    import warnings
+
+    import qsmkit.cli.roi as roi_command
+
+    def noisy(args):
+        warnings.warn("overflow encountered in multiply", RuntimeWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(roi_command, "run", noisy)
+    argv = ["roi", str(base["chi"]), str(base["labels"]), "-o", str(tmp_path / "r.tsv")]
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert main(argv) == 0
+    assert not shown and "RuntimeWarning" not in capsys.readouterr().err
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        assert main([*argv, "-v"]) == 0
