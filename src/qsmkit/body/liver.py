@@ -159,6 +159,9 @@ before the third echo); ``flags`` lists, separated by ";", ``low_signal`` (poole
 (LIC by R2* not trustworthy) and ``no_signal`` (nothing measurable: χ from the surroundings
 only)."""
 
+PDFF_NOT_MEASURED_SD_PERCENT = 10.0
+"""Above this SD (points) a pooled PDFF is reported as NaN (flag ``pdff_uncertain`` kept)."""
+
 PDFF_SD_LIMIT_PERCENT = 1.0
 """PDFF is flagged uncertain when its SD exceeds 1 point (its 95 % interval then exceeds the
 ±2 points within which PDFF methods agree with MR spectroscopy; Yokoo 2018)."""
@@ -257,6 +260,8 @@ class LiverAnalysis:
             estimate = "pooled"
             if not np.isfinite(pdff):
                 flags.append("no_signal")
+            elif not (pdff_sd <= PDFF_NOT_MEASURED_SD_PERCENT):
+                pdff = float("nan")  # a number the data cannot support is not reported
         in_range = bool(measured and int(self.calibration.flag(r2)) <= 0)
         if not (pdff_sd <= PDFF_SD_LIMIT_PERCENT):
             flags.append("pdff_uncertain")

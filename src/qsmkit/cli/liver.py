@@ -295,10 +295,11 @@ def run(args) -> int:
     for row in rows:
         flag = "" if row["r2star_in_range"] else " (R2* beyond measurable range)"
         pdff_sd = row.get("pdff_sd_percent", float("nan"))
-        sd = f" ± {pdff_sd:.1f}" if np.isfinite(pdff_sd) else " (not measurable)"
+        pdff = (f"PDFF {row['pdff_percent']:.1f} ± {pdff_sd:.1f} %"
+                if np.isfinite(row["pdff_percent"]) and np.isfinite(pdff_sd)
+                else "PDFF not measurable")
         pooled = " [low signal: pooled fit]" if row.get("estimate") == "pooled" else ""
-        print(f"region {row['label']}: {row['n_voxels']} voxels{pooled}, PDFF "
-              f"{row['pdff_percent']:.1f}{sd} %, "
+        print(f"region {row['label']}: {row['n_voxels']} voxels{pooled}, {pdff}, "
               f"R2* {row['r2star_per_s']:.0f} 1/s{flag}, chi {row['chi_ppm']:+.3f} ppm, "
               f"LIC R2* {row['lic_r2star']:.2f}, LIC QSM {row['lic_qsm']:.2f} mg/g")
     if comparison is not None:
