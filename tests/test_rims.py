@@ -146,7 +146,7 @@ def test_cli_notes_a_smoothing_inversion(tmp_path, scene, capsys):
     (tmp_path / "qsmkit.json").write_text(json.dumps({"config": {"invert": "whtv"}}))
     assert main(["rims", str(tmp_path / "chi.nii.gz"), str(tmp_path / "lesions.nii.gz"),
                  "-o", str(tmp_path / "rims.tsv")]) == 0
-    assert "--invert ilsqr" in capsys.readouterr().out
+    assert "--preset rims" in capsys.readouterr().out
     payload = json.loads((tmp_path / "rims.json").read_text())
     assert "whtv" in payload["summary"]["inversion_note"]
     assert rims.inversion_note("ilsqr") is None

@@ -31,6 +31,10 @@ PRESETS: dict[str, dict] = {
     # Slower, most accurate: MEDI with magnitude-derived edges (about 4 NRMSE points better
     # than TV on the phantom at any B0 direction; see docs/methods.md).
     "accurate": dict(unwrap="romeo", bgremove="pdf", invert="medi"),
+    # For paramagnetic rim lesions (MS): iLSQR keeps rims about 1 mm thick, which the
+    # total-variation penalties of whtv/tv/medi flatten into the lesion core (independent MS
+    # head: rims 18/18 with iLSQR, 9/18 with whtv; docs/applications.md).
+    "rims": dict(unwrap="romeo", bgremove="pdf", invert="ilsqr"),
 }
 
 

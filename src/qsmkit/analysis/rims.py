@@ -65,7 +65,7 @@ def inversion_note(method: str | None) -> str | None:
     if method in SMOOTHING_INVERSIONS:
         return (f"chi was reconstructed with {method} (a total-variation-type penalty), which "
                 "flattens rims about 1 mm thick into the lesion core; for rim analysis "
-                "reconstruct with --invert ilsqr (docs/applications.md)")
+                "reconstruct with --preset rims (iLSQR; docs/applications.md)")
     return None
 
 

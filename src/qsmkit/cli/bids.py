@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qsmkit.cli.common import add_phase_unit
+from qsmkit.pipeline import PRESETS
 
 COMMAND = "bids"
 ORDER = 60
@@ -32,7 +33,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--participant-label", nargs="+", metavar="LABEL",
                         help="only these subjects (with or without 'sub-')")
     parser.add_argument("--session", nargs="+", metavar="LABEL", help="only these sessions")
-    parser.add_argument("--preset", default="default", choices=["fast", "default", "accurate"])
+    parser.add_argument("--preset", default="default", choices=list(PRESETS))
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--workers", type=int, metavar="N",
                        help="local Dask workers (default: by cores and memory)")

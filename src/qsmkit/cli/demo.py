@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from qsmkit.cli.common import add_force, parse_vector3
+from qsmkit.pipeline import PRESETS
 
 COMMAND = "demo"
 ORDER = 1
@@ -29,7 +30,7 @@ def add_arguments(parser) -> None:
                         help="B0 direction in voxel coordinates (default %(default)s)")
     parser.add_argument("--snr", type=float, default=100.0, help="default %(default)s")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preset", default="default", choices=["fast", "default", "accurate"])
+    parser.add_argument("--preset", default="default", choices=list(PRESETS))
     add_force(parser)
 
 

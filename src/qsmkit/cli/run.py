@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qsmkit.cli.common import add_acquisition_arguments, add_force
+from qsmkit.pipeline import PRESETS
 
 COMMAND = "run"
 ORDER = 10
@@ -34,7 +35,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mask-method", choices=["auto", "bet", "robust"],
                         help="automatic mask: bet (whole head), robust (crops, phantoms) or "
                         "auto, which picks one from the field of view (default: auto)")
-    parser.add_argument("--preset", default="default", choices=["fast", "default", "accurate"],
+    parser.add_argument("--preset", default="default", choices=list(PRESETS),
                         help="method set (default: %(default)s)")
     parser.add_argument("--unwrap", metavar="METHOD", help="romeo | laplacian")
     parser.add_argument("--bgremove", metavar="METHOD",
