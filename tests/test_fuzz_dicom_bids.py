@@ -194,3 +194,22 @@ def test_library_warnings_print_only_with_verbose(base, tmp_path, capsys, monkey
     assert not shown and "RuntimeWarning" not in capsys.readouterr().err
     with pytest.warns(RuntimeWarning, match="overflow"):
         assert main([*argv, "-v"]) == 0
+
+
+def test_lesions_refuses_a_non_positive_contrast(base, tmp_path, capsys):
+    code, err = _run(["lesions", str(base["chi"]), str(base["local_mask"]), "--min-contrast",
+                      "-1", "-o", str(tmp_path / "l.tsv")], capsys)
+    assert code == 2 and "--min-contrast must be a positive" in err  # was a skimage crash
+    assert not any(tmp_path.iterdir())
+
+
+def test_bids_refuses_a_binary_participants_table_before_any_subject(base, tmp_path, capsys):
+    import shutil
+
+    dataset = tmp_path / "ds"
+    shutil.copytree(base["bids"], dataset)
+    (dataset / "participants.tsv").write_bytes(b"\x00\x84\xff\xfe garbage \x84")
+    code, err = _run(["bids", str(dataset), str(tmp_path / "out"), "--workers", "1",
+                      "--no-progress"], capsys)
+    assert code == 2 and "participants.tsv is not UTF-8" in err  # crashed after all subjects
+    assert not (tmp_path / "out").exists()

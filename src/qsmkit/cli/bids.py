@@ -60,6 +60,7 @@ def run(args) -> int:
         if limit is None or not args.memory_limit.strip() or not 2**28 <= limit <= 2**50:
             raise InputError(f"--memory-limit {args.memory_limit!r} is not a memory size "
                              "between 256MB and 1PB; give e.g. 6GB")
+    _check_participants(args.dataset)
     labels = [p[4:] if p.startswith("sub-") else p for p in args.participant_label or []] or None
     sessions = [s[4:] if s.startswith("ses-") else s for s in args.session or []] or None
     summary = run_cohort(
@@ -75,3 +76,20 @@ def run(args) -> int:
         print_warnings(subject.get("warnings"), prefix=f"{subject['label']}: ")
     print(f"derivatives in {summary.output}; cohort page {summary.output / 'index.html'}")
     return 1 if summary.failed else 0
+
+
+def _check_participants(dataset) -> None:
+    """A participants.tsv that is not text stops the run before any subject (it crashed the
+    group tables after all subjects had run; issue 16)."""
+    import csv
+    from pathlib import Path
+
+    from qsmkit.cohort.group import read_participants
+    from qsmkit.errors import InputError
+
+    path = Path(dataset) / "participants.tsv"
+    try:
+        read_participants(Path(dataset))
+    except (UnicodeDecodeError, csv.Error, ValueError) as err:
+        raise InputError(f"{path} is not UTF-8 tab-separated text ({type(err).__name__}); "
+                         "fix or remove it") from None

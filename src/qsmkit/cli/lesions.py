@@ -106,6 +106,11 @@ def run(args) -> int:
     )
     from qsmkit.io.nifti import save_nifti
 
+    if args.min_contrast <= 0:  # skimage's reconstruction failed on it (issue 16)
+        from qsmkit.errors import InputError
+
+        raise InputError(f"--min-contrast must be a positive chi step in ppm, got "
+                         f"{args.min_contrast:g}")
     chi, affine, voxel_size = load_chi(args.chi)
     mask = load_mask(args.mask, chi.shape, affine)
     residual_path = args.residual
