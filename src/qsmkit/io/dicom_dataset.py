@@ -51,6 +51,19 @@ def _ds(value: float) -> str:
     return f"{value:.4g}"
 
 
+def _set_slice_geometry(ds, geometry, k: int) -> None:
+    """Plane position, orientation, spacing and slice location of image ``k``; ``geometry``
+    has ``positions``, ``orientation``, ``spacing``, ``slice_thickness``, ``row_dir`` and
+    ``col_dir`` (the slice layout of a writer)."""
+    ds.ImagePositionPatient = [_ds(v) for v in geometry.positions[k]]
+    ds.ImageOrientationPatient = [_ds(v) for v in geometry.orientation]
+    ds.PixelSpacing = [_ds(v) for v in geometry.spacing]
+    ds.SliceThickness = _ds(geometry.slice_thickness)
+    ds.SpacingBetweenSlices = _ds(geometry.slice_thickness)
+    normal = np.cross(geometry.row_dir, geometry.col_dir)
+    ds.SliceLocation = _ds(float(np.dot(geometry.positions[k], normal)))
+
+
 def _set_pixels(ds, pixels: np.ndarray, *, signed: bool, bits_stored: int) -> None:
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"

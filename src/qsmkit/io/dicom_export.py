@@ -33,6 +33,7 @@ from qsmkit.io.dicom_dataset import (
     _new_dataset,
     _now,
     _set_pixels,
+    _set_slice_geometry,
 )
 
 log = logging.getLogger(__name__)
@@ -462,7 +463,7 @@ def export_dicom_series(
         images = _source_images(source, layout, k)
         if images:
             ds.SourceImageSequence = [_image_reference(*image) for image in images]
-        _set_layout_geometry(ds, layout, k)
+        _set_slice_geometry(ds, layout, k)
         ds.WindowCenter = _ds(center)
         ds.WindowWidth = _ds(width)
         ds.WindowCenterWidthExplanation = (
@@ -563,16 +564,6 @@ def _image_reference(sop_class_uid: str, sop_instance_uid: str, frame):
     if frame is not None:
         item.ReferencedFrameNumber = int(frame)
     return item
-
-
-def _set_layout_geometry(ds, layout: _Layout, k: int) -> None:
-    ds.ImagePositionPatient = [_ds(v) for v in layout.positions[k]]
-    ds.ImageOrientationPatient = [_ds(v) for v in layout.orientation]
-    ds.PixelSpacing = [_ds(v) for v in layout.spacing]
-    ds.SliceThickness = _ds(layout.slice_thickness)
-    ds.SpacingBetweenSlices = _ds(layout.slice_thickness)
-    normal = np.cross(layout.row_dir, layout.col_dir)
-    ds.SliceLocation = _ds(float(np.dot(layout.positions[k], normal)))
 
 
 def _rwv_item(step: float, spec: dict):

@@ -26,6 +26,7 @@ from qsmkit.io.dicom_dataset import (
     _new_dataset,
     _now,
     _set_pixels,
+    _set_slice_geometry,
 )
 
 
@@ -98,16 +99,6 @@ def _prepare(volume: np.ndarray, affine, image_orientation=None):
             geometry = _SliceGeometry(volume.shape, new_affine)
             geometry.reoriented = True
     return volume, geometry
-
-
-def _set_geometry(ds, geometry: _SliceGeometry, k: int) -> None:
-    ds.ImagePositionPatient = [_ds(v) for v in geometry.positions[k]]
-    ds.ImageOrientationPatient = [_ds(v) for v in geometry.orientation]
-    ds.PixelSpacing = [_ds(v) for v in geometry.spacing]
-    ds.SliceThickness = _ds(geometry.slice_thickness)
-    ds.SpacingBetweenSlices = _ds(geometry.slice_thickness)
-    normal = np.cross(geometry.row_dir, geometry.col_dir)
-    ds.SliceLocation = _ds(float(np.dot(geometry.positions[k], normal)))
 
 
 def write_gre_dicom(acquisition, outdir, *, manufacturer: str = "SIEMENS",
@@ -314,7 +305,7 @@ def _write_classic(folder: Path, number: int, spec: dict, *, vendor, geometry, t
             ds.EchoNumbers = e + 1
             # Siemens restarts InstanceNumber for every echo; others count through.
             ds.InstanceNumber = k + 1 if vendor == "SIEMENS" else e * n_slices + k + 1
-            _set_geometry(ds, geometry, k)
+            _set_slice_geometry(ds, geometry, k)
             if spec["slope"] != 1.0 or spec["intercept"] != 0.0 or vendor != "GE":
                 ds.RescaleSlope = _ds(spec["slope"])
                 ds.RescaleIntercept = _ds(spec["intercept"])
