@@ -291,3 +291,16 @@ def test_liver_command(tmp_path, capsys):
     assert main(["liver", "--mag", str(sim_dir / "mag.nii.gz"), "-o", str(tmp_path / "o3")]) == 2
     err = capsys.readouterr().err
     assert "already holds" in err and "--mag and --phase" in err
+
+
+def test_faces_the_body_runs_through_and_their_guard_band():
+    from qsmkit.body.liver_qsm import continuing_faces, face_band
+
+    body = np.zeros((20, 16, 10), bool)
+    body[4:16, 3:13, :] = True  # a slab through a longer body: cut at both z faces
+    assert continuing_faces(body) == [(2, 0), (2, 1)]
+    band = face_band(body, (2.0, 2.0, 4.0), 8.0)
+    assert band[:, :, :2].all() and band[:, :, -2:].all() and not band[:, :, 2:-2].any()
+    body[:, :, 0] = False  # air below: only the top face is cut
+    body[:, :, 1] = False
+    assert continuing_faces(body) == [(2, 1)]

@@ -156,8 +156,14 @@ TABLE_COLUMNS = (
 "pooled" (:func:`qsmkit.body.region_fit.region_fatwater_fit`, where the signal has decayed
 before the third echo); ``flags`` lists, separated by ";", ``low_signal`` (pooled estimate),
 ``pdff_uncertain`` (SD of PDFF above :data:`PDFF_SD_LIMIT_PERCENT`), ``r2star_out_of_range``
-(LIC by R2* not trustworthy) and ``no_signal`` (nothing measurable: χ from the surroundings
-only)."""
+(LIC by R2* not trustworthy), ``chi_from_surroundings`` (:data:`CHI_WEIGHT_FLAG`) and
+``no_signal`` (nothing measurable)."""
+
+CHI_WEIGHT_FLAG = 0.05
+"""A region whose mean QSM data weight is below 5 % of the body's median is flagged
+``chi_from_surroundings``: its own field says almost nothing, so its χ rests on the field
+it produces around it, which depends on the model of the anatomy outside the region
+(``docs/liver.md``)."""
 
 PDFF_NOT_MEASURED_SD_PERCENT = 10.0
 """Above this SD (points) a pooled PDFF is reported as NaN (flag ``pdff_uncertain`` kept)."""
@@ -269,6 +275,10 @@ class LiverAnalysis:
             flags.append("r2star_out_of_range")
         qregion = region & self.qsm_mask
         chi = float(np.mean(self.chi_ppm[qregion])) if qregion.any() else float("nan")
+        body_w = self.weight[self.body_mask]
+        if qregion.any() and body_w.size and float(np.mean(self.weight[qregion])) < (
+                CHI_WEIGHT_FLAG * float(np.median(body_w))):
+            flags.append("chi_from_surroundings")
         pdff_for_lic = pdff if np.isfinite(pdff) else 0.0
         return {
             "label": label,
@@ -339,6 +349,7 @@ def analyse_liver(
     invert_options: Mapping | None = None,
     continue_body: bool = False,
     continue_mm: float | None = None,
+    face_guard_mm: float = 0.0,
 ) -> LiverAnalysis:
     """Fat–water separation, PDFF, R2*, liver QSM and both LIC maps from multi-echo GRE.
 
@@ -464,7 +475,7 @@ def analyse_liver(
         invert=invert, air=air, harmonic_order=harmonic_order, lam=lam,
         reference_mask=None if reference == "air" else ref_mask, reference_chi_ppm=ref_chi,
         bgremove_options=bgremove_options, invert_options=invert_options,
-        continue_body=continue_body, continue_mm=continue_mm,
+        continue_body=continue_body, continue_mm=continue_mm, face_guard_mm=face_guard_mm,
     )
     lic_r2 = np.where(body, cal.lic(r2), 0).astype(np.float32)
     lic_q = np.where(qsm.mask, lic_from_chi(qsm.chi_ppm, pdff, slope_ppm=slope), 0)

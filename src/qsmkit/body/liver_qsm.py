@@ -106,6 +106,19 @@ def continuing_faces(body, *, min_fraction: float = 0.3) -> list[tuple[int, int]
     return faces
 
 
+def face_band(body, voxel_size, width_mm: float) -> np.ndarray:
+    """Voxels within ``width_mm`` of a face of the grid that the body runs through
+    (:func:`continuing_faces`): where a model that ends the body at the field of view differs
+    most from a body that continues."""
+    band = np.zeros(np.shape(body), bool)
+    for axis, side in continuing_faces(body):
+        n = min(band.shape[axis], int(np.ceil(width_mm / float(voxel_size[axis]))))
+        idx = [slice(None)] * band.ndim
+        idx[axis] = slice(0, n) if side == 0 else slice(band.shape[axis] - n, None)
+        band[tuple(idx)] = True
+    return band
+
+
 def _beyond(sl: slice, side: int, depth: int | None) -> slice:
     if side == 0:
         return slice(0 if depth is None else max(0, sl.start - depth), sl.start)
@@ -340,6 +353,7 @@ def liver_qsm(
     invert_options: Mapping | None = None,
     continue_body: bool = False,
     continue_mm: float | None = None,
+    face_guard_mm: float = 0.0,
 ) -> LiverQSM:
     """Liver susceptibility from a chemical-shift-free field map.
 
@@ -413,6 +427,8 @@ def liver_qsm(
         rois = np.where(mask, np.asarray(rois), 0).astype(np.int64)
     field_ppm = np.where(mask, hz_to_ppm(field, b0_tesla), 0.0)
     faces = continuing_faces(mask) if continue_body else []
+    if face_guard_mm > 0 and w is not None:
+        w = w * ~face_band(mask, voxel_size, face_guard_mm)
     info = {"background": background, "invert": invert, "lam": lam,
             "continued_faces": [[int(a), int(s)] for a, s in faces],
             "roi_labels": [] if rois is None else [int(v) for v in np.unique(rois) if v > 0]}
