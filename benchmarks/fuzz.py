@@ -398,8 +398,13 @@ def _edit_dicom(path: Path, keyword: str, value) -> None:
                           "SL": (-(2**31), 2**31 - 1)}[vr]
                 ds[keyword] = pydicom.DataElement(tag, vr, min(max(number, lo), hi))
             else:  # written as raw bytes: any text reaches the file, valid for the VR or not
+                from pydicom.dataelem import RawDataElement
+
                 raw = str(value).encode("utf-8")
-                ds[tag] = pydicom.DataElement(tag, vr, raw + b" " * (len(raw) % 2))
+                raw += b" " * (len(raw) % 2)
+                # A raw element is written byte for byte (a DataElement would be converted,
+                # and pydicom refuses e.g. a snowman in a DS).
+                ds._dict[tag] = RawDataElement(tag, vr, len(raw), raw, 0, False, True)
             ds.save_as(path)
         finally:
             config.settings.writing_validation_mode, config.settings.reading_validation_mode = \
