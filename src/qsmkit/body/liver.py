@@ -374,6 +374,10 @@ def analyse_liver(
         "buelo2025", the in-vivo calibration; "physical" is 0.48 ppm per mg/g)
     background, invert, air, harmonic_order, lam : see :func:`liver_qsm`
     roi_constant : estimate one susceptibility per region (default) instead of per voxel
+    face_guard_mm : data within this distance of the faces of the field of view that the body
+        runs through are not fitted (there a model that ends the body at the slab is wrong);
+        regions without signal (``chi_from_surroundings``) take their χ from a second fit
+        without the guard, since only the field they make around them measures them
     continue_body, continue_mm : continue the body beyond the faces of the field of view
         that cut it, over ``continue_mm`` (default: the whole padding); see
         :func:`qsmkit.body.liver_qsm.liver_qsm`
@@ -469,14 +473,26 @@ def analyse_liver(
     phase = np.asarray(phase, dtype=np.float32)
     pooled = _pooled_regions(mag, phase, fit, s0, body, regions, tes, b0_tesla, field_hz,
                              weight)
-    qsm = liver_qsm(
-        field_hz, body, voxel_size, b0_dir=b0_dir, b0_tesla=b0_tesla,
-        weight=weight, rois=rois if roi_constant else None, background=background,
-        invert=invert, air=air, harmonic_order=harmonic_order, lam=lam,
+    qsm_args = dict(
+        b0_dir=b0_dir, b0_tesla=b0_tesla, weight=weight,
+        rois=rois if roi_constant else None, background=background, invert=invert, air=air,
+        harmonic_order=harmonic_order, lam=lam,
         reference_mask=None if reference == "air" else ref_mask, reference_chi_ppm=ref_chi,
         bgremove_options=bgremove_options, invert_options=invert_options,
-        continue_body=continue_body, continue_mm=continue_mm, face_guard_mm=face_guard_mm,
+        continue_body=continue_body, continue_mm=continue_mm,
     )
+    qsm = liver_qsm(field_hz, body, voxel_size, face_guard_mm=face_guard_mm, **qsm_args)
+    silent = _silent_regions(regions, body, weight) if face_guard_mm > 0 else []
+    if silent and roi_constant:
+        # a region without signal is known only by the field it makes around it, which
+        # includes the slab's faces: its value comes from the fit without the guard band
+        unguarded = liver_qsm(field_hz, body, voxel_size, face_guard_mm=0.0, **qsm_args)
+        chi_map = qsm.chi_ppm.copy()
+        for label in silent:
+            reg = np.asarray(regions[label], bool) & qsm.mask
+            chi_map[reg] = unguarded.chi_ppm[reg]
+        qsm = dataclasses.replace(qsm, chi_ppm=chi_map, info={
+            **qsm.info, "regions_from_unguarded_fit": [str(s) for s in silent]})
     lic_r2 = np.where(body, cal.lic(r2), 0).astype(np.float32)
     lic_q = np.where(qsm.mask, lic_from_chi(qsm.chi_ppm, pdff, slope_ppm=slope), 0)
     analysis = LiverAnalysis(
@@ -524,6 +540,18 @@ def analyse_liver(
     )
     analysis.rows = analysis.table()
     return analysis
+
+
+def _silent_regions(regions, body, weight) -> list:
+    """Labels of the regions whose mean QSM weight is below :data:`CHI_WEIGHT_FLAG` of the
+    body's median (their own field carries almost no information)."""
+    med = float(np.median(weight[body])) if body.any() else 0.0
+    out = []
+    for label, region in regions.items():
+        reg = np.asarray(region, bool) & body
+        if reg.any() and float(np.mean(weight[reg])) < CHI_WEIGHT_FLAG * med:
+            out.append(label)
+    return out
 
 
 def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, field_hz,
