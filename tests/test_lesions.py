@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from qsmkit.analysis import lesions
+from qsmkit.analysis import format_tsv, lesions
 from qsmkit.errors import InputError
 
 SHAPE = (64, 64, 48)
@@ -263,3 +263,16 @@ def test_intracerebral_haematoma_wider_than_the_background_box():
     assert big["volume_ml"] == pytest.approx(truth_ml, rel=0.05)
     assert big["moment_ppm_ml"] == pytest.approx(0.8 * truth_ml, rel=0.05)
     assert res.summary["large_hemorrhage"][0]["volume_ml"] == big["volume_ml"]
+
+
+def test_noise_free_map_gives_no_infinite_cells():
+    """Found by the fuzz campaign (seed 2027): a χ map without noise wrote t_moment -inf."""
+    chi = np.zeros((40, 40, 40), np.float32)
+    mask = np.zeros(chi.shape, bool)
+    mask[4:36, 4:36, 4:36] = True
+    zz, yy, xx = np.indices(chi.shape)
+    chi[(xx - 20) ** 2 + (yy - 20) ** 2 + (zz - 20) ** 2 <= 9] = 0.5
+    res = lesions.detect_lesions(chi, mask, (1.0, 1.0, 1.0))
+    assert res.rows
+    text = format_tsv(res.rows, lesions.LESION_COLUMNS)
+    assert "inf" not in text

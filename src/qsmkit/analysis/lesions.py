@@ -545,7 +545,9 @@ def detect_lesions(
             "peak_ppm": peak, "sign": "+" if sign > 0 else "-", "vesselness": v_med,
             "vessel_course_mm": course, "distance_to_edge_mm": edge_mm_here,
             "residual_ratio": res_ratio, "reference_ppm": reference,
-            "n_voxels": int(len(core_idx)), "t_moment": float(t), "elongation": float(elong),
+            # noise-free maps: t is undefined (n/a), not infinite
+            "n_voxels": int(len(core_idx)), "t_moment": float(t) if math.isfinite(t) else None,
+            "elongation": float(elong),
             "tubularity": float(tub), "on_vessel_tree": on_tree, "focality": float(focality),
             "lesion_score": float(score),
         }
