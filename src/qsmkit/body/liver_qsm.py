@@ -331,6 +331,15 @@ def _solve_susceptibility(field_ppm, mask, voxel_size, b0_dir, weight, rois, col
     return np.where(mask, chi, 0.0).astype(np.float32), coef[:n_bg], iterations
 
 
+def _registered(package, name: str, what: str, own: str):
+    """The method ``name`` of ``package.METHODS``, or an InputError naming the choices."""
+    methods = getattr(package, "METHODS", {})
+    if name not in methods:
+        raise InputError(f"unknown {what} {name!r}; choose {own!r} or one of "
+                         + ", ".join(methods))
+    return methods[name]
+
+
 def liver_qsm(
     field_hz,
     mask,
@@ -462,13 +471,7 @@ def liver_qsm(
     else:
         import qsmkit.bgremove as bgremove_pkg
 
-        methods_bg = getattr(bgremove_pkg, "METHODS", {})
-        if background not in methods_bg:
-            raise InputError(
-                f"unknown background removal {background!r}; choose 'air' or one of "
-                + ", ".join(methods_bg)
-            )
-        bg = methods_bg[background](
+        bg = _registered(bgremove_pkg, background, "background removal", "air")(
             np.where(mask, field, 0.0), mask, voxel_size, b0_dir=bdir, weight=w,
             **dict(bgremove_options or {})
         )
@@ -486,13 +489,7 @@ def liver_qsm(
         else:
             import qsmkit.inversion as inversion_pkg
 
-            methods_inv = getattr(inversion_pkg, "METHODS", {})
-            if invert not in methods_inv:
-                raise InputError(
-                    f"unknown inversion {invert!r}; choose 'wls' or one of "
-                    + ", ".join(methods_inv)
-                )
-            chi = methods_inv[invert](
+            chi = _registered(inversion_pkg, invert, "inversion", "wls")(
                 np.asarray(bg.field_hz, np.float32), qmask, voxel_size, b0_dir=bdir,
                 b0_tesla=b0_tesla, weight=w_q, **dict(invert_options or {}),
             )
