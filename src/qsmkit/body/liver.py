@@ -241,18 +241,15 @@ class LiverAnalysis:
                     "estimate": "none", "flags": "no_signal"}
         flags = []
         pooled = self.pooled.get(label)
-        if pooled is None and not self.r2star_measurable(
-                region, float(np.median(self.r2star_per_s[region])), min_echoes=min_echoes,
-                snr_floor=snr_floor):
+        r2 = float(np.median(self.r2star_per_s[region]))
+        # voxel fits serve while the echoes measure the region's R2*; beyond, the pooled fit
+        measured = pooled is None and self.r2star_measurable(
+            region, r2, min_echoes=min_echoes, snr_floor=snr_floor)
+        if pooled is None and not measured:
             pooled = self.pooled_fit(region)
         if pooled is None:
             pdff = float(np.mean(self.pdff_percent[region]))
             pdff_sd = float(np.std(self.pdff_percent[region]) / np.sqrt(n))
-            r2 = float(np.median(self.r2star_per_s[region]))
-            # flagged when the echoes cannot measure it or when it lies above the R2* range
-            # the calibration was established on (no silent extrapolation of LIC by R2*)
-            measured = self.r2star_measurable(region, r2, min_echoes=min_echoes,
-                                              snr_floor=snr_floor)
             estimate = "voxels"
         else:
             flags.append("low_signal")
