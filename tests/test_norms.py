@@ -62,6 +62,14 @@ def test_shipped_table_parses_and_has_no_unsourced_rows():
         assert norm.source and norm.method and norm.n >= 2
 
 
+def test_an_empty_norm_table_is_named_as_the_reason_for_no_z():
+    empty = norms.score_region("Left-Putamen", {"csf": 0.1}, 50, [])
+    assert empty["z"] is None and "no rows" in empty["z_note"] and "--norms" in empty["z_note"]
+    other = norms.score_region("Left-Putamen", {"csf": 0.1}, 50, norms.parse_norms(
+        HEADER + "caudate\t\tcsf\tconstant\t0.05\t\t\t0.02\t\t20\t60\t50\ts\tt\n"))
+    assert other["z"] is None and other["z_note"] == "no normative value for this structure"
+
+
 def _scene():
     """Blocks: CSF at chi 0, putamen 0.10, caudate 0.06, white matter -0.03 (relative to CSF)."""
     labels = np.full((20, 20, 10), 2, np.int32)  # Left-Cerebral-White-Matter

@@ -207,6 +207,11 @@ def score_region(name: str, values_ppm: dict, age_years: float | None, norms) ->
     """
     out = {"z": None, "norm_mean_ppm": None, "norm_sd_ppm": None, "norm_se_ppm": None,
            "norm_reference": None, "norm_source": None, "z_note": None}
+    norms = list(norms)
+    if not norms:
+        out["z_note"] = ("the in-vivo norm table has no rows (qsmkit ships none: no published "
+                         "table could be transcribed); pass --norms TABLE of matched controls")
+        return out
     candidates = matching_norms(name, norms)
     if not candidates:
         out["z_note"] = "no normative value for this structure"
