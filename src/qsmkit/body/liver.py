@@ -152,9 +152,11 @@ TABLE_COLUMNS = (
     "label", "n_voxels", "pdff_percent", "r2star_per_s", "r2star_in_range", "chi_ppm",
     "lic_r2star", "lic_qsm", "pdff_sd_percent", "estimate", "flags",
 )
-"""Columns of ``liver.tsv``. ``estimate`` is "voxels" (region means of the voxel fits) or
-"pooled" (:func:`qsmkit.body.region_fit.region_fatwater_fit`, where the signal has decayed
-before the third echo); ``flags`` lists, separated by ";", ``low_signal`` (pooled estimate),
+"""Columns of ``liver.tsv``. PDFF and its SD always come from the region's pooled complex fit
+(:func:`qsmkit.body.region_fit.region_fatwater_fit`: unbiased where voxel PDFFs are not).
+``estimate`` says where R2* comes from: "voxels" (median of the voxel fits) or "pooled" (the
+pooled fit, where the signal has decayed before the third echo); ``flags`` lists, separated
+by ";", ``low_signal`` (pooled estimate),
 ``pdff_uncertain`` (SD of PDFF above :data:`PDFF_SD_LIMIT_PERCENT`), ``r2star_out_of_range``
 (LIC by R2* not trustworthy), ``chi_from_surroundings`` (:data:`CHI_WEIGHT_FLAG`) and
 ``no_signal`` (nothing measurable)."""
@@ -224,12 +226,18 @@ class LiverAnalysis:
     rows: list
     info: dict
     pooled: dict = dataclasses.field(default_factory=dict)
+    field_sd_hz: np.ndarray | None = None
+    region_fits: dict = dataclasses.field(default_factory=dict)
 
     def region_row(self, label, region, *, min_echoes: int = 3, snr_floor: float = 3.0) -> dict:
         """One row of the table for a boolean ``region`` (see :data:`TABLE_COLUMNS`).
 
-        PDFF and χ are region means, R2* the region median (robust to partial volume);
-        both LICs are computed from those region values.
+        PDFF is the region's pooled complex fit (:meth:`pooled_fit`) with its Cramér–Rao SD:
+        the mean of voxel PDFFs is biased upwards near 0 % wherever single voxels are noisy
+        (each voxel's ratio is clipped at 0; Liu 2007), the pooled fit eliminates each voxel's
+        complex amplitude and has no such floor. R2* is the region median of the voxel fits
+        (robust to partial volume) while the echoes measure it, the pooled R2* beyond; χ is
+        the region mean; both LICs are computed from those region values.
         """
         region = np.asarray(region, dtype=bool) & self.body_mask
         n = int(region.sum())
@@ -248,8 +256,14 @@ class LiverAnalysis:
         if pooled is None and not measured:
             pooled = self.pooled_fit(region)
         if pooled is None:
-            pdff = float(np.mean(self.pdff_percent[region]))
-            pdff_sd = float(np.std(self.pdff_percent[region]) / np.sqrt(n))
+            whole = self.region_fits.get(label)
+            if whole is None:
+                whole = self.region_fits[label] = self.pooled_fit(region)
+            if np.isfinite(whole.pdff_percent):
+                pdff, pdff_sd = float(whole.pdff_percent), float(whole.pdff_sd_percent)
+            else:  # nothing detected by the pooled fit: the voxel mean, as the map shows
+                pdff = float(np.mean(self.pdff_percent[region]))
+                pdff_sd = float(np.std(self.pdff_percent[region]) / np.sqrt(n))
             estimate = "voxels"
         else:
             flags.append("low_signal")
@@ -292,13 +306,12 @@ class LiverAnalysis:
         }
 
     def pooled_fit(self, region):
-        """:func:`~qsmkit.body.region_fit.region_fatwater_fit` of the voxels of ``region``."""
-        from qsmkit.body.region_fit import region_fatwater_fit
-
+        """:func:`~qsmkit.body.region_fit.region_fatwater_fit` of the voxels of ``region``,
+        each demodulated by the regularised field map
+        (:func:`~qsmkit.body.region_fit.region_field_hz`) when its precision is known."""
         region = np.asarray(region, dtype=bool) & self.body_mask
-        signal = self.magnitude[region] * np.exp(1j * self.phase[region])
-        return region_fatwater_fit(signal, self.fit_field_hz[region], self.echo_times_s,
-                                   self.b0_tesla, self.noise_sd)
+        return _region_fit(self.magnitude, self.phase, self.fit_field_hz, self.field_sd_hz,
+                           region, self.echo_times_s, self.b0_tesla, self.noise_sd)[0]
 
     def r2star_measurable(self, region, r2star_roi: float, *, min_echoes: int = 3,
                           snr_floor: float = 3.0) -> bool:
@@ -534,6 +547,7 @@ def analyse_liver(
             "pooled_regions": {str(k): dataclasses.asdict(v) for k, v in pooled.items()},
         },
         pooled=pooled,
+        field_sd_hz=np.where(body, fit.field_sd_hz, np.inf).astype(np.float32),
     )
     analysis.rows = analysis.table()
     return analysis
@@ -555,13 +569,12 @@ def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, 
                     weight, *, min_echoes: int = 3) -> dict:
     """Pooled fits of the regions whose signal has decayed before the ``min_echoes``-th echo.
 
-    The field map of such a region is replaced by its pooled estimate (the voxel fits are
-    noise there and the field map only interpolates the surroundings), and its data weight
+    The field map of such a region is replaced by its pooled estimate (the regularised field
+    of :func:`_region_fit` plus the fitted offset: the voxel fits are noise there and the field
+    map only interpolates the surroundings), and its data weight
     by the pooled precision shared among its voxels, so that liver QSM uses what the region's
     few echoes do say about its field (``field_hz`` and ``weight`` are changed in place).
     """
-    from qsmkit.body.region_fit import region_fatwater_fit
-
     sigma = fit.noise_sd
     if not (np.isfinite(sigma) and sigma > 0):
         return {}
@@ -576,16 +589,34 @@ def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, 
         if n == 0 or region_measurable(mag, s0, region, float(np.median(r2[region])),
                                        echo_times_s, sigma, min_echoes=min_echoes):
             continue
-        signal = mag[region] * np.exp(1j * phase[region])
-        res = region_fatwater_fit(signal, fit.field_hz[region], echo_times_s, b0_tesla, sigma)
+        res, known = _region_fit(mag, phase, fit.field_hz, fit.field_sd_hz, region,
+                                 echo_times_s, b0_tesla, sigma)
         out[label] = res
         if np.isfinite(res.field_offset_hz) and np.isfinite(res.field_offset_sd_hz):
-            field_hz[region] = fit.field_hz[region] + np.float32(res.field_offset_hz)
+            field_hz[region] = (known + res.field_offset_hz).astype(np.float32)
             w = sd_ref / (res.field_offset_sd_hz * np.sqrt(n)) if np.isfinite(sd_ref) else 0
             weight[region] = np.float32(min(max(w, 0.0), 1.0))
         else:
             weight[region] = 0.0
     return out
+
+
+def _region_fit(mag, phase, field_hz, field_sd_hz, region, echo_times_s, b0_tesla, noise_sd):
+    """Pooled fit of the voxels of ``region`` and the per-voxel field it demodulated by.
+
+    The field is the voxel-wise map regularised by its Cramér–Rao SD
+    (:func:`~qsmkit.body.region_fit.region_field_hz`; the map itself when no SD is given):
+    where the region's signal has decayed the voxel fields are noise, and demodulating by
+    them would smear the echoes into apparent fat and decay.
+    """
+    from qsmkit.body.region_fit import region_fatwater_fit, region_field_hz
+
+    region = np.asarray(region, dtype=bool)
+    known = np.asarray(field_hz[region], dtype=np.float64)
+    if field_sd_hz is not None:
+        known = region_field_hz(known, field_sd_hz[region], np.argwhere(region))
+    signal = mag[region] * np.exp(1j * phase[region])
+    return region_fatwater_fit(signal, known, echo_times_s, b0_tesla, noise_sd), known
 
 
 def compare_regions(row_a: Mapping, row_b: Mapping) -> dict:

@@ -16,8 +16,19 @@ voxel fits, the pooled estimate has no noise-floor bias however low the SNR. Its
 the Cramér–Rao bound with the amplitudes profiled out,
 ``FIM = (2/σ_c²) Σ_v |ρ_v|² Re[Dᴴ (I - b̂ b̂ᴴ) D]``, ``D = ∂b/∂(f, R2*, δ)``.
 
+The fit demodulates every voxel by a known field and estimates one offset ``δ`` on top. Where
+the region's signal has decayed, the voxel-wise field map is noise (tens of Hz per voxel at
+SNR 60 once R2* approaches 1/TE2) and demodulating by it smears the echoes, which the fit
+reads as fat and decay. :func:`region_field_hz` therefore gives the pooled fit a regularised
+field: each voxel's map value shrunk, by its own Cramér–Rao variance, towards a weighted linear
+trend of the map over the region (an empirical-Bayes estimate whose prior variance about the
+trend is estimated from the map itself, DerSimonian & Laird 1986): voxels whose field is well
+measured keep it, noisy ones take the trend.
+
 References
 ----------
+DerSimonian R, Laird N. Meta-analysis in clinical trials. Control Clin Trials 1986;7:177-188
+(method-of-moments between-unit variance).
 Golub G, Pereyra V. Separable nonlinear least squares: the variable projection method and its
 applications. Inverse Problems 2003;19:R1-R26.
 Hernando D, Haldar JP, Sutton BP, Ma J, Kellman P, Liang ZP. Joint estimation of water/fat
@@ -61,6 +72,66 @@ class RegionFit:
     field_offset_sd_hz: float
     signal_to_noise: float
     n_voxels: int
+
+
+def region_field_hz(field_hz, field_sd_hz, coords, *, n_iter: int = 20) -> np.ndarray:
+    """Regularised field of a region's voxels: the map shrunk towards its weighted linear trend.
+
+    Model: the map value ``ψ̂_v = ψ_v + e_v`` with ``e_v ~ N(0, sd_v²)`` (``field_sd_hz``) and the
+    true field ``ψ_v ~ N(p(x_v), τ²)`` about a linear trend ``p`` in the voxel coordinates. The
+    trend is fitted by weighted least squares with weights ``1 / (sd_v² + τ²)``, ``τ²`` by the
+    method of moments (``E[(ψ̂_v − p_v)²] = sd_v² + τ²``, iterated), and each voxel gets the
+    posterior mean ``(ψ̂_v / sd_v² + p_v / τ²) / (1 / sd_v² + 1 / τ²)``.
+
+    Parameters
+    ----------
+    field_hz : (N,) Hz — voxel-wise field map of the region
+    field_sd_hz : (N,) Hz — its Cramér–Rao SD (``inf`` where unknown)
+    coords : (N, 3) — voxel coordinates (any per-axis scale: the trend is linear)
+    n_iter : fixed-point iterations for ``τ²``
+
+    Returns
+    -------
+    (N,) float64, Hz — the field to demodulate each voxel by; the map itself where no voxel has
+    a finite SD
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> x = rng.uniform(0, 10, (400, 3))
+    >>> truth = 30.0 + 2.0 * x[:, 0]
+    >>> noisy = truth + rng.normal(0, 25.0, 400)
+    >>> reg = region_field_hz(noisy, np.full(400, 25.0), x)
+    >>> bool(np.std(reg - truth) < 5.0)
+    True
+    """
+    psi = np.asarray(field_hz, dtype=float).reshape(-1)
+    sd = np.asarray(field_sd_hz, dtype=float).reshape(-1)
+    x = np.asarray(coords, dtype=float).reshape(psi.size, -1)
+    good = np.isfinite(sd) & (sd > 0) & np.isfinite(psi)
+    if good.sum() < 2:
+        return psi.copy()
+    var = np.maximum(sd, 1e-3) ** 2
+    centre = x[good].mean(axis=0)
+    design = np.column_stack([np.ones(psi.size), x - centre])
+    if good.sum() < 4 * design.shape[1]:
+        design = design[:, :1]  # too few voxels for a trend: a constant
+    tau2 = float(np.var(psi[good]))
+    for _ in range(n_iter):
+        w = np.where(good, 1.0 / (var + tau2), 0.0)
+        sw = np.sqrt(w)
+        coef = np.linalg.lstsq(design * sw[:, None], psi * sw, rcond=None)[0]
+        trend = design @ coef
+        w2 = w[good] ** 2
+        new = max(float(np.sum(w2 * ((psi[good] - trend[good]) ** 2 - var[good]))
+                        / np.sum(w2)), 0.0)
+        if abs(new - tau2) <= 1e-3 * max(tau2, 1e-6):
+            tau2 = new
+            break
+        tau2 = new
+    tau2 = max(tau2, 1e-6)
+    post = np.where(good, (psi / var + trend / tau2) / (1.0 / var + 1.0 / tau2), trend)
+    return post
 
 
 def _model(f, r2, delta, tes, c):
