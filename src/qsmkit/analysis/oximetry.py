@@ -21,6 +21,18 @@ Pipeline
    ``usable``: thinner veins lose chi to partial volume and to the regularisation of the
    inversion; and only tubes (``length >= min_aspect x diameter``, cross-section ratio at most
    ``max_cross_section_ratio``): the chi of a short stub or a blob is not that of a vein.
+   With the local field (``local_field_hz``), a second estimate comes from the field in and
+   around each usable vein (:mod:`qsmkit.analysis.vein_field`, MR susceptometry): the
+   intravascular field of the infinite-cylinder model, ``dchi (3 cos^2 theta - 1) / 6``,
+   fitted with the extravascular ``(dchi / 2) sin^2 theta (a/r)^2 cos 2 phi`` as the
+   background reference and the voxels on the vein wall left out, gives the blood-tissue
+   difference; the tissue chi around the vein (relative to the reference) is added. This
+   estimate is free of the wall-voxel bias of the chi map (voxels that straddle the wall hold
+   blood and tissue at different fields and T2*: the phase of their summed signal is not
+   their mean field, which a single-compartment inversion reads as extra chi, up to +17 %
+   for veins perpendicular to B0 on 1.2 mm voxels). It is chosen (``estimate = field``)
+   when its standard error in Yv is at most ``max_field_yv_se``; near the magic angle the
+   intravascular field vanishes and the chi estimate is kept.
 4. Physiology (:mod:`qsmkit.physiology`): ``dchi = Hct (dchi_oxy + dchi_do (1 - Yv))`` with
    dchi_do = 3.39 ppm (Spees 2001) and dchi_oxy = -0.10 ppm (Jain 2012), so
    ``Yv = 1 - (dchi / Hct - dchi_oxy) / dchi_do``; ``OEF = (Ya - Yv) / Ya``;
@@ -59,7 +71,8 @@ from qsmkit.errors import InputError
 VEIN_COLUMNS = (
     "id", "x", "y", "z", "length_mm", "radius_mm", "theta_deg", "chi_ppm", "yv", "oef",
     "n_centreline", "aspect", "cross_section_ratio", "usable", "cmro2_umol_per_100g_per_min",
-    "region", "yv_sd", "chi_sd_ppm",
+    "region", "yv_sd", "chi_sd_ppm", "estimate", "yv_chi", "yv_field", "yv_field_sd",
+    "dchi_field_ppm", "tissue_chi_ppm",
 )
 REGION_COLUMNS = (
     "region", "n_segments", "n_usable", "length_mm", "yv", "oef", "cbf_ml_per_100g_per_min",
@@ -671,6 +684,44 @@ def _region_cbf(cbf_map, labels, names, region, mask, default):
     return float(cbf_map[sel].mean()) if sel.any() else default
 
 
+class _FieldContext:
+    """What the field estimate of every vein of one map shares: the local field, the field
+    of the whole chi map (computed once) and the smooth tissue chi that replaces a vein when
+    its own field is kept (:func:`qsmkit.analysis.vein_field.field_without_other_sources`)."""
+
+    def __init__(self, field_hz, field_mask, chi, mask, voxel_size, b0_dir, b0_tesla):
+        from qsmkit.analysis import vein_field
+
+        self.field_hz, self.field_mask = field_hz, field_mask & mask
+        self.chi, self.mask, self.vs = chi, mask, voxel_size
+        self.b0_dir, self.b0_tesla = b0_dir, b0_tesla
+        self.forward = vein_field.forward_field_hz(np.where(mask, chi, 0.0), voxel_size,
+                                                   b0_dir, b0_tesla)
+        self.background = local_background(chi, mask, voxel_size, 10.0)
+
+    def fit(self, seg: VeinSegmentation, branch: VeinBranch, radius_mm: float):
+        """Field fit of one vein: its component (grown by two voxels, its wall and the halo
+        of the reconstruction) is the only source left in the field; voxels within
+        ``2 radius + 1 mm`` of other vein voxels are left out."""
+        from qsmkit.analysis import vein_field
+
+        label = int(seg.components[tuple(branch.voxels[0])])
+        keep = ndi.binary_dilation(seg.components == label, iterations=2)
+        field = vein_field.field_without_other_sources(
+            self.field_hz, self.chi, self.mask, self.vs, self.b0_dir, self.b0_tesla, keep,
+            self.background, field_of_chi_hz=self.forward)
+        this = np.zeros(seg.mask.shape, bool)
+        this[tuple(branch.voxels.T)] = True
+        others = seg.mask & ~this
+        exclude = None
+        if others.any():
+            exclude = (ndi.distance_transform_edt(~others, sampling=self.vs)
+                       < 2.0 * radius_mm + 1.0)
+        return vein_field.fit_vein_field(field, self.field_mask, self.vs,
+                                         branch.centreline_mm, radius_mm, self.b0_dir,
+                                         self.b0_tesla, exclude=exclude)
+
+
 @dataclasses.dataclass
 class OximetryResult:
     rows: list[dict]
@@ -708,6 +759,10 @@ def venous_oximetry(
     max_cross_section_ratio: float = 2.0,
     segmentation: VeinSegmentation | None = None,
     chi_reference: dict | None = None,
+    local_field_hz=None,
+    b0_tesla: float | None = None,
+    field_mask=None,
+    max_field_yv_se: float = 0.01,
     **segment_options,
 ) -> OximetryResult:
     """Per-vein-segment Yv and OEF, per-region averages and CMRO2.
@@ -739,6 +794,13 @@ def venous_oximetry(
         when neither ``reference_mask`` nor ``reference_ppm`` is given: chi is converted to
         CSF with its ``CSFPpm``, or refused (InputError) when the record has no CSF level.
         Without any of the three, chi is taken as already referenced to CSF.
+    local_field_hz : (X, Y, Z) local (tissue) field in Hz on the grid of chi (the
+        ``local_field_hz.nii.gz`` of ``qsmkit run``); with ``b0_tesla``, each usable vein
+        also gets the field estimate (:mod:`qsmkit.analysis.vein_field`)
+    b0_tesla : field strength (T), needed with ``local_field_hz``
+    field_mask : (X, Y, Z) bool, where ``local_field_hz`` is valid (default ``mask``)
+    max_field_yv_se : the field estimate replaces the chi estimate of a vein when its
+        standard error in Yv is at most this (0.01, a fifth of the 0.05 usually asked of Yv)
     """
     chi = check_chi(chi_ppm)
     vs = check_voxel_size(voxel_size)
@@ -796,6 +858,17 @@ def venous_oximetry(
         labels = check_same_grid(chi, labels, "the label image").astype(np.int64)
     names = dict(label_names or {})
 
+    field_fit = None
+    if local_field_hz is not None:
+        if b0_tesla is None or not float(b0_tesla) > 0:
+            raise InputError("the field estimate of Yv needs the field strength: give b0_tesla "
+                             "(T) with the local field")
+        field_fit = _FieldContext(
+            check_same_grid(chi, local_field_hz, "the local field").astype(np.float32),
+            mask if field_mask is None else check_same_grid(chi, field_mask,
+                                                            "the field mask").astype(bool),
+            chi, mask, vs, b0, float(b0_tesla))
+
     seg = segmentation or segment_veins(chi, mask, vs, min_aspect=min_aspect,
                                         max_cross_section_ratio=max_cross_section_ratio,
                                         max_radius_mm=max_radius_mm, **segment_options)
@@ -812,12 +885,29 @@ def venous_oximetry(
         chi_vein = float(np.median(samples)) - ref_value
         chi_sd = _vein_chi_sd(samples, branch, vs, ref_se)
         yv_sd = chi_sd / (hct * physiology.DCHI_DO_PPM)
-        yv = float(physiology.saturation_from_chi(chi_vein, hct))
-        oef = (ya - yv) / ya
+        yv = yv_chi = float(physiology.saturation_from_chi(chi_vein, hct))
         tube = is_tube(branch.length_mm, radius, cross, min_aspect=min_aspect,
                        max_cross_section_ratio=max_cross_section_ratio)
-        usable = bool(radius >= min_radius_mm and tube and 0.0 < yv < 1.0
-                      and inner.sum() >= 3)
+        measurable = bool(radius >= min_radius_mm and tube and inner.sum() >= 3)
+        field_row = {"yv_field": None, "yv_field_sd": None, "dchi_field_ppm": None,
+                     "tissue_chi_ppm": None}
+        estimate = "chi"
+        if field_fit is not None and measurable:
+            fit = field_fit.fit(seg, branch, radius)
+            if fit is not None and np.isfinite(fit.dchi_ppm):
+                tissue = chi[tuple(fit.outside_voxels.T)]
+                tissue_ppm = float(np.median(tissue)) - ref_value
+                tissue_se = 1.2533 * float(np.std(tissue)) / np.sqrt(tissue.size)
+                yv_field = float(physiology.saturation_from_chi(fit.dchi_ppm + tissue_ppm,
+                                                                hct))
+                yv_field_sd = (float(np.sqrt(fit.dchi_se_ppm**2 + tissue_se**2 + ref_se**2))
+                               / (hct * physiology.DCHI_DO_PPM))
+                field_row = {"yv_field": yv_field, "yv_field_sd": yv_field_sd,
+                             "dchi_field_ppm": fit.dchi_ppm, "tissue_chi_ppm": tissue_ppm}
+                if yv_field_sd <= max_field_yv_se and 0.0 < yv_field < 1.0:
+                    estimate, yv, yv_sd = "field", yv_field, yv_field_sd
+        oef = (ya - yv) / ya
+        usable = bool(measurable and 0.0 < yv < 1.0)
         region = "brain"
         if labels is not None:
             vals = labels[tuple(branch.voxels.T)]
@@ -835,7 +925,8 @@ def venous_oximetry(
             "radius_mm": radius, "theta_deg": theta, "chi_ppm": chi_vein, "yv": yv,
             "oef": oef, "n_centreline": int(inner.sum()), "aspect": float(aspect),
             "cross_section_ratio": float(cross), "usable": usable,
-            "yv_sd": float(yv_sd), "chi_sd_ppm": float(chi_sd),
+            "yv_sd": float(yv_sd), "chi_sd_ppm": float(chi_sd), "estimate": estimate,
+            "yv_chi": yv_chi, **field_row,
             "cmro2_umol_per_100g_per_min": cmro2, "region": region,
         })
 
@@ -873,6 +964,8 @@ def venous_oximetry(
         "dchi_do_ppm": physiology.DCHI_DO_PPM, "dchi_oxy_ppm": physiology.DCHI_OXY_PPM,
         "min_radius_mm": min_radius_mm, "min_aspect": min_aspect,
         "max_cross_section_ratio": max_cross_section_ratio, "b0_dir": b0.tolist(),
+        "b0_tesla": None if b0_tesla is None else float(b0_tesla),
+        "field_estimate": field_fit is not None, "max_field_yv_se": max_field_yv_se,
         "voxel_size_mm": vs.tolist(), "segmentation": seg.parameters,
     }
     return OximetryResult(rows, regions, summary, parameters, seg)
