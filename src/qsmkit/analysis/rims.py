@@ -60,13 +60,107 @@ SMOOTHING_INVERSIONS = ("whtv", "tv", "nltv", "tgv", "medi")
 within 0.005 ppm; 0/3 rim+ found), iLSQR kept it (6/6)."""
 
 
-def inversion_note(method: str | None) -> str | None:
-    """A warning for rim analysis of chi made by ``method`` (None when no concern is known)."""
-    if method in SMOOTHING_INVERSIONS:
-        return (f"chi was reconstructed with {method} (a total-variation-type penalty), which "
-                "flattens rims about 1 mm thick into the lesion core; for rim analysis "
-                "reconstruct with --preset rims (iLSQR; docs/applications.md)")
-    return None
+def rim_inversion() -> str:
+    """The rim-preserving inversion: that of the ``rims`` preset of the pipeline (iLSQR)."""
+    from qsmkit.pipeline import PRESETS
+
+    return PRESETS["rims"]["invert"]
+
+
+def inversion_note(method: str | None, *, reinverted: bool = False) -> str | None:
+    """A warning for rim analysis of chi made by ``method`` (None when no concern is known).
+
+    ``reinverted``: the rims were classified on a map re-inverted from the saved local field
+    (:func:`rim_preserving_chi`), so the note says what was done instead of warning.
+    """
+    if method not in SMOOTHING_INVERSIONS:
+        return None
+    if reinverted:
+        return (f"the given chi was reconstructed with {method} (a total-variation-type "
+                "penalty, which flattens rims about 1 mm thick into the lesion core); rims "
+                f"were classified on a {rim_inversion()} map re-inverted from the saved local "
+                "field instead (--use-given-chi to classify the given map)")
+    return (f"chi was reconstructed with {method} (a total-variation-type penalty), which "
+            "flattens rims about 1 mm thick into the lesion core: rim- calls on this map are "
+            "not trustworthy; give chi from a run folder that holds local_field_hz.nii.gz and "
+            "mask.nii.gz (qsmkit rims then re-inverts it), or reconstruct with --preset rims "
+            "(iLSQR; docs/applications.md)")
+
+
+def rim_preserving_chi(
+    local_field_hz,
+    mask,
+    voxel_size,
+    *,
+    b0_dir=(0.0, 0.0, 1.0),
+    b0_tesla: float = 3.0,
+    weight=None,
+    reference: str = "brain",
+    r2star_per_s=None,
+    magnitude=None,
+) -> tuple[np.ndarray, dict]:
+    """Re-invert a local field with the rim-preserving inversion and reference it.
+
+    The default reconstruction (weak-harmonic TV) penalises the l1 norm of the gradient, which
+    removes a paramagnetic rim about 1 mm thick by merging it with the lesion core; iLSQR
+    (:func:`rim_inversion`, the ``rims`` preset) has no such penalty and keeps it. Re-inverting
+    the local field that ``qsmkit run`` saved gives the map the ``rims`` preset would have made
+    from the same field, in seconds.
+
+    Parameters
+    ----------
+    local_field_hz : (X, Y, Z) ndarray, Hz
+        Local (tissue) field, zero outside ``mask``.
+    mask : (X, Y, Z) bool ndarray
+        Where the local field is valid.
+    voxel_size : 3 floats, mm
+    b0_dir : 3 floats
+        B0 direction in voxel coordinates.
+    b0_tesla : float
+        Field strength, T.
+    weight : (X, Y, Z) ndarray, optional
+        Data weight (the magnitude); normalised by the inversion.
+    reference : {"brain", "csf", "none"}
+        How the map is referenced (that of the run, so that ``wm_ppm`` is comparable).
+    r2star_per_s, magnitude : (X, Y, Z) ndarray, optional
+        For ``reference="csf"`` (:func:`qsmkit.reference.reference`).
+
+    Returns
+    -------
+    chi_ppm : (X, Y, Z) float32 ndarray, ppm, zero outside ``mask``
+    info : dict
+        ``inversion`` (method name), ``reference`` (how it was referenced), ``seconds``.
+
+    References
+    ----------
+    Li W, Wang N, Yu F, et al. A method for estimating and removing streaking artifacts in
+    quantitative susceptibility mapping. NeuroImage 2015;108:111-122 (iLSQR).
+    Bagnato F, Sati P, Hemond CC, et al. Imaging chronic active lesions in multiple sclerosis:
+    a consensus statement. Brain 2024;147:2913-2933 (rims about 1 mm, a few hundredths of a
+    ppm; regularisation that smooths edges hides them).
+    """
+    import time
+
+    from qsmkit.inversion import invert_auto
+    from qsmkit.reference import reference as reference_chi
+
+    start = time.perf_counter()
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        raise InputError("the mask of the local field is empty; check mask.nii.gz of the run")
+    field = np.where(mask, np.nan_to_num(np.asarray(local_field_hz, np.float32)), 0)
+    method = rim_inversion()
+    w = None if weight is None else np.where(mask, np.asarray(weight, np.float32), 0)
+    chi, _ = invert_auto(field.astype(np.float32), mask, check_voxel_size(voxel_size),
+                         method=method, b0_dir=tuple(float(v) for v in b0_dir),
+                         b0_tesla=float(b0_tesla), weight=w)
+    ref = None
+    if reference != "none":
+        chi, ref = reference_chi(chi, mask, method=reference, r2star_per_s=r2star_per_s,
+                                 magnitude=magnitude, voxel_size=voxel_size)
+    chi = np.where(mask, chi, 0).astype(np.float32)
+    return chi, {"inversion": method, "reference": ref,
+                 "seconds": round(time.perf_counter() - start, 2)}
 
 
 @dataclasses.dataclass
