@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -31,7 +32,7 @@ CASES = (
 def run_case(name, shape, voxel, tilt, seed, root: Path) -> dict:
     out = {"case": name}
     head = make_lesion_head("focal", shape=shape, voxel_size_mm=voxel, tilt_deg=tilt, seed=seed)
-    chi, _ = _reconstruct(head, root / "focal")
+    chi, run = _reconstruct(head, root / "focal")
     vs = np.asarray(voxel)
     res = lesions.detect_lesions(chi, head.brain_mask, vs)
     ev = lesions.evaluate_lesions(res, head.lesions, (), vs)
@@ -47,8 +48,11 @@ def run_case(name, shape, voxel, tilt, seed, root: Path) -> dict:
     big = [r for r in res.rows if r["class"] == "large_hemorrhage"]
     out["hematoma_ml"] = big[0]["volume_ml"] if len(big) == 1 else float("nan")
     out["hematoma_truth_ml"] = 4 / 3 * np.pi * np.prod(HEMATOMA[1]) / 1000
+    field = np.asanyarray(nib.load(run / "local_field_hz.nii.gz").dataobj).astype(np.float32)
     ox = oximetry.venous_oximetry(chi, head.brain_mask, vs, hct=HCT,
-                                  reference_mask=head.csf_mask, b0_dir=head.b0_dir_voxel)
+                                  reference_mask=head.csf_mask, b0_dir=head.b0_dir_voxel,
+                                  local_field_hz=field, b0_tesla=head.b0_tesla,
+                                  field_mask=field != 0)
     errors = []
     for vein in head.veins:
         if vein["radius_mm"] < 2.0:
@@ -58,7 +62,11 @@ def run_case(name, shape, voxel, tilt, seed, root: Path) -> dict:
             pts - np.array([r["x"], r["y"], r["z"]]) * vs, axis=1)) <= vein["radius_mm"] + 2]
         row = max(near, key=lambda r: r["length_mm"]) if near else None
         errors.append((vein["name"], None if row is None else row["yv"] - vein["yv"],
-                       None if row is None else row["yv_sd"]))
+                       None if row is None else row["yv_sd"],
+                       None if row is None else row["estimate"],
+                       None if row is None else row["yv_chi"] - vein["yv"],
+                       None if row is None or row["yv_field"] is None
+                       else (row["yv_field"] - vein["yv"], row["yv_field_sd"])))
     out["yv_errors"] = errors
     ms = make_lesion_head("ms", shape=shape, voxel_size_mm=voxel, tilt_deg=tilt, seed=seed)
     for invert in ("ilsqr", None):
@@ -73,8 +81,10 @@ def main() -> None:
     for case in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             r = run_case(*case, Path(tmp))
-        yv = ", ".join(f"{n} {e:+.3f} (SE {s:.3f})" if e is not None else f"{n} missed"
-                       for n, e, s in r["yv_errors"])
+        yv = ", ".join(
+            f"{n} {e:+.3f} (SE {s:.3f}, {how}; chi {c:+.3f}, field "
+            + (f"{f[0]:+.3f} SE {f[1]:.3f})" if f is not None else "n/a)")
+            if e is not None else f"{n} missed" for n, e, s, how, c, f in r["yv_errors"])
         print(f"{r['case']}: focal {r['focal_right']}/{r['focal_n']}, lesions on veins "
               f"{r['lesion_on_vein']}, false lesions {r['false_lesions']}/{r['negatives']} "
               f"negatives, haematoma {r['hematoma_ml']:.2f} mL (truth "
