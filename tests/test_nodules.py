@@ -204,3 +204,52 @@ def test_disagreeing_contrasts_are_indeterminate():
     assert [n.nodule_class for n in result.nodules] == ["indeterminate"], result.nodules
     assert _match(result, truth)[0] == result.nodules[0].id
     assert result.nodules[0].z_chi < -2 < 2 < result.nodules[0].z_r2star
+
+
+def test_region_found_by_both_passes_leaves_no_gap_in_the_labels():
+    """A region bright in χ and dark in R2* (found by the bright and by the dark pass, kept
+    once) before an iron-sparing nodule in scan order: the label number it leaves unused
+    must not stop the analysis (it raised IndexError through ``qsmkit liver --nodules``)."""
+    nodules = (((40.0, 60.0, 30.0), 20.0, 6.0, (2.5, 20.0)),
+               ((100.0, 60.0, 30.0), 20.0, 0.5))
+    chi, r2, pdff, liver, truth, _ = cirrhotic_liver(5, nodules)
+    result = find_nodules(chi, r2, liver, VOXEL_MM, pdff_percent=pdff)
+    found = _match(result, truth)
+    assert found[1] is not None, result.rejected
+    assert {n.id: n for n in result.nodules}[found[1]].nodule_class == "iron-sparing"
+
+
+def test_local_field_susceptibility_of_a_sphere():
+    """Δχ of a sphere from its analytic field (Δχ/3 · (R/r)³ · (3cos²θ − 1) outside, 0
+    inside, in units of B0) on a sloping background field with noise: within 10 %."""
+    from qsmkit.body.nodules import local_field_susceptibility
+
+    rng = np.random.default_rng(0)
+    vs = (2.0, 2.0, 4.0)
+    shape = (48, 48, 16)
+    axes = [(np.arange(n) - (n - 1) / 2) * v for n, v in zip(shape, vs, strict=True)]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    r = np.sqrt(x**2 + y**2 + z**2) + 1e-9
+    radius, dchi, b0 = 8.0, 0.8, 1.5
+    larmor_mhz = 42.577478 * b0
+    dipole = np.where(r > radius, dchi / 3 * (radius / r) ** 3 * (3 * (z / r) ** 2 - 1), 0.0)
+    field = dipole * larmor_mhz + 0.3 * x + 0.1 * y - 0.2 * z + 0.002 * x * y
+    field += rng.normal(0, 1.0, shape)
+    # the sphere as voxels whose centre lies inside (a detected component, not partial volume)
+    comp = r <= radius
+    liver = np.ones(shape, bool)
+    est, sd = local_field_susceptibility(field, np.ones(shape), comp, liver, vs, b0_tesla=b0)
+    # the voxelised sphere's volume differs from the ball's: compare moments
+    scale = (4 / 3 * np.pi * radius**3) / (comp.sum() * np.prod(vs))
+    assert abs(est - dchi * scale) < 0.1 * dchi, (est, sd)
+    assert 0 < sd < 0.05
+
+
+def test_field_arguments_are_checked():
+    chi, r2, pdff, liver, truth, _ = cirrhotic_liver(1, NODULES[:1])
+    with pytest.raises(InputError, match="b0_tesla"):
+        find_nodules(chi, r2, liver, VOXEL_MM, field_hz=np.zeros_like(chi))
+    with pytest.raises(InputError, match="grid"):
+        find_nodules(chi, r2, liver, VOXEL_MM, field_hz=np.zeros((3, 3, 3)), b0_tesla=3.0)
+    with pytest.raises(InputError, match="positive"):
+        find_nodules(chi, r2, liver, VOXEL_MM, b0_tesla=-1.0)

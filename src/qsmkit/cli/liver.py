@@ -76,8 +76,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--nodules", action="store_true",
                         help="find focal nodules whose chi and R2* differ from the surrounding "
                         "liver, classed siderotic / iron-sparing / indeterminate: nodules.tsv, "
-                        "nodules.json, nodule_NN.png; implies --voxelwise, since chi is "
-                        "otherwise one value per region (see docs/liver.md)")
+                        "nodules.json, nodules.nii.gz (ids), nodule_NN.png; implies "
+                        "--voxelwise, since chi is otherwise one value per region (see "
+                        "docs/liver.md)")
     add_force(parser)
 
 
@@ -136,7 +137,7 @@ def _figures(stage: Path, analysis, affine, rows) -> list[str]:
     return ["liver_maps.png", "liver_lic.png"]
 
 
-def _nodules(stage: Path, analysis, labels, voxel_size) -> list[str]:
+def _nodules(stage: Path, analysis, labels, voxel_size, affine, b0_dir) -> list[str]:
     """Nodule detection inside the liver (the --labels regions, or the automatic liver with
     its holes filled, since the automatic liver leaves out tissue unlike its seed)."""
     import numpy as np
@@ -158,17 +159,26 @@ def _nodules(stage: Path, analysis, labels, voxel_size) -> list[str]:
             liver |= region
         for z in range(liver.shape[2]):
             liver[:, :, z] = ndimage.binary_fill_holes(liver[:, :, z])
+    # each finding's susceptibility contrast is measured from the field it makes (one
+    # number per nodule), not read from the voxel-wise map (see docs/liver.md)
     result = find_nodules(analysis.chi_ppm, analysis.r2star_per_s, liver, voxel_size,
-                          pdff_percent=analysis.pdff_percent)
+                          pdff_percent=analysis.pdff_percent, field_hz=analysis.field_hz,
+                          field_weight=analysis.weight, b0_tesla=analysis.b0_tesla,
+                          b0_dir=b0_dir)
     names = write_thumbnails(stage, result, analysis.chi_ppm, analysis.r2star_per_s, liver,
                              voxel_size)
     write_nodule_table(stage / "nodules.tsv", result)
+    from qsmkit.io.nifti import save_nifti
+
+    save_nifti(stage / "nodules.nii.gz", result.labels, affine,
+               description="nodule findings (id as in nodules.tsv)", unit="")
     write_nodule_json(stage / "nodules.json", result)
     for nod in result.nodules:
         print(f"nodule {nod.id}: {nod.nodule_class}, {nod.diameter_mm:.0f} mm "
               f"({nod.volume_ml:.2f} mL), chi {nod.chi_ppm:+.2f} ppm (background "
               f"{nod.background_chi_ppm:+.2f}), R2* {nod.r2star_per_s:.0f} 1/s (x"
-              f"{nod.r2star_ratio:.2f}), z {nod.z_chi:+.1f} / {nod.z_r2star:+.1f}")
+              f"{nod.r2star_ratio:.2f}), z {nod.z_chi:+.1f} / {nod.z_r2star:+.1f}"
+              f" (chi contrast from the {nod.chi_source})")
     print(f"{len(result.nodules)} nodule(s) found. {STATEMENT}")
     return names
 
@@ -267,7 +277,8 @@ def run(args) -> int:
             write_table(stage / "liver.tsv", rows)
             figures = _figures(stage, analysis, affine, rows)
             if args.nodules:
-                figures += _nodules(stage, analysis, labels, acq.voxel_size)
+                figures += _nodules(stage, analysis, labels, acq.voxel_size, affine,
+                                    acq.b0_dir)
         write_provenance(
             stage,
             command="liver",
