@@ -709,7 +709,9 @@ class _FieldContext:
         keep = ndi.binary_dilation(seg.components == label, iterations=2)
         field = vein_field.field_without_other_sources(
             self.field_hz, self.chi, self.mask, self.vs, self.b0_dir, self.b0_tesla, keep,
-            self.background, field_of_chi_hz=self.forward)
+            self.background, field_of_chi_hz=self.forward,
+            reach_mm=max(12.0, vein_field.OUTER_RADII * radius_mm
+                         + 2.0 * float(np.max(self.vs))))
         this = np.zeros(seg.mask.shape, bool)
         this[tuple(branch.voxels.T)] = True
         others = seg.mask & ~this

@@ -47,6 +47,10 @@ import scipy.ndimage as ndi
 from qsmkit import fft, kernels, units
 from qsmkit.errors import InputError
 
+OUTER_RADII = 3.0
+"""Outer edge of the extravascular annulus, in vein radii (the field there is 1/9 of its
+value at the wall)."""
+
 
 @dataclasses.dataclass
 class VeinFieldFit:
@@ -139,7 +143,7 @@ def fit_vein_field(
     b0_tesla: float,
     *,
     exclude=None,
-    outer: float = 3.0,
+    outer: float = OUTER_RADII,
     inner_gap: float = 1.5,
     end_margin: float = 1.5,
     piece_mm: float = 5.0,
@@ -244,21 +248,24 @@ def fit_vein_field(
         inside_weight=weight, outside_voxels=idx[outside])
 
 
-def forward_field_hz(chi_ppm, voxel_size, b0_dir, b0_tesla: float) -> np.ndarray:
-    """Field (Hz) of a chi map (ppm) by the dipole kernel on a grid padded to twice its size
-    (no wrap-around), Lorentz-sphere convention (Salomir 2003)."""
+def forward_field_hz(chi_ppm, voxel_size, b0_dir, b0_tesla: float, *,
+                     pad_vox: int = 16) -> np.ndarray:
+    """Field (Hz) of a chi map (ppm) on its grid by the dipole kernel (Lorentz-sphere
+    convention, Salomir 2003); the map is zero-padded by ``pad_vox`` voxels each side (to an
+    FFT-friendly size), which keeps the periodic images of the sources away, as the inversion
+    itself does."""
+    from qsmkit.geometry import fast_shape, pad_to
+
     chi = np.asarray(chi_ppm, np.float32)
-    shape = tuple(2 * n for n in chi.shape)
-    padded = np.zeros(shape, np.float32)
-    padded[tuple(slice(0, n) for n in chi.shape)] = chi
-    kernel = kernels.dipole_kernel(shape, voxel_size, b0_dir, half=True)
-    out = fft.irfftn(fft.rfftn(padded) * kernel, shape)
-    return (out[tuple(slice(0, n) for n in chi.shape)] * units.larmor_hz(b0_tesla) * 1e-6
-            ).astype(np.float32)
+    padded, inner = pad_to(chi, fast_shape(chi.shape, pad_vox))
+    kernel = kernels.dipole_kernel(padded.shape, voxel_size, b0_dir, half=True)
+    field = fft.irfftn(fft.rfftn(padded) * kernel, padded.shape)[inner]
+    return (field * units.larmor_hz(b0_tesla) * 1e-6).astype(np.float32)
 
 
 def field_without_other_sources(field_hz, chi_ppm, mask, voxel_size, b0_dir, b0_tesla: float,
-                                keep, background_ppm, *, field_of_chi_hz=None) -> np.ndarray:
+                                keep, background_ppm, *, field_of_chi_hz=None,
+                                reach_mm: float = 12.0) -> np.ndarray:
     """The local field less the field of every source in the chi map except those in
     ``keep``: ``field - D * chi + D * ((chi - background) keep)``.
 
@@ -272,6 +279,8 @@ def field_without_other_sources(field_hz, chi_ppm, mask, voxel_size, b0_dir, b0_
     background_ppm : (X, Y, Z) smooth tissue chi that replaces the vein in the forward model
     field_of_chi_hz : optional precomputed :func:`forward_field_hz` of the masked chi, reused
         across veins
+    reach_mm : the field of the kept sources is added back within this distance of them (the
+        region the fit uses); farther out it is left subtracted
     """
     mask = np.asarray(mask, bool)
     chi = np.where(mask, np.asarray(chi_ppm, np.float32), 0.0).astype(np.float32)
@@ -283,7 +292,7 @@ def field_without_other_sources(field_hz, chi_ppm, mask, voxel_size, b0_dir, b0_
         return out
     vs = np.asarray(voxel_size, float)
     # The field of the kept patch, computed in a box around it: only needed near the vein.
-    pad = np.ceil(12.0 / vs).astype(int)
+    pad = np.ceil(float(reach_mm) / vs).astype(int)
     where = np.argwhere(keep)
     lo = np.maximum(where.min(axis=0) - pad, 0)
     hi = np.minimum(where.max(axis=0) + pad + 1, chi.shape)
