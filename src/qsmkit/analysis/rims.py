@@ -78,8 +78,8 @@ def inversion_note(method: str | None, *, reinverted: bool = False) -> str | Non
     if reinverted:
         return (f"the given chi was reconstructed with {method} (a total-variation-type "
                 "penalty, which flattens rims about 1 mm thick into the lesion core); rims "
-                f"were classified on a {rim_inversion()} map re-inverted from the saved local "
-                "field instead (--use-given-chi to classify the given map)")
+                f"were classified on a map re-inverted with {rim_inversion()} from the saved "
+                "local field instead (--use-given-chi to classify the given map)")
     return (f"chi was reconstructed with {method} (a total-variation-type penalty), which "
             "flattens rims about 1 mm thick into the lesion core: rim- calls on this map are "
             "not trustworthy; give chi from a run folder that holds local_field_hz.nii.gz and "
