@@ -80,7 +80,7 @@ def _noisy_map_region(b0, pdff, r2, *, map_sd_hz, n_side=(10, 10, 4), seed=5):
 
 def test_regularised_field_keeps_precise_voxels_and_smooths_noisy_ones():
     rng = np.random.default_rng(2)
-    x = np.argwhere(np.ones((12, 12, 3), bool)).astype(float)
+    x = np.argwhere(np.ones((12, 12, 3), bool))
     curved = 50.0 * np.sin(x[:, 0] / 3.0) + 5.0 * x[:, 1]  # far from linear
     precise = curved + rng.normal(0, 0.5, x.shape[0])
     reg = region_field_hz(precise, np.full(x.shape[0], 0.5), x)
@@ -89,7 +89,7 @@ def test_regularised_field_keeps_precise_voxels_and_smooths_noisy_ones():
     noisy = trend + rng.normal(0, 30.0, x.shape[0])
     sd = np.full(x.shape[0], 30.0)
     sd[:5] = np.inf  # voxels without a field estimate take the trend
-    reg = region_field_hz(noisy, sd, x)
+    reg = region_field_hz(noisy, sd, x, voxel_size_mm=(4.0, 4.0, 4.0))  # local mean, SD 2 voxels
     assert np.std(reg - trend) < 5.0 and np.all(np.isfinite(reg))
     # nothing known: the map is returned unchanged
     np.testing.assert_array_equal(region_field_hz(noisy, np.full(x.shape[0], np.inf), x), noisy)
@@ -101,7 +101,8 @@ def test_pooled_pdff_unbiased_with_a_noisy_field_map(pdff):
     read as fat and decay, the regularised field is not."""
     s, sigma, coords, _, field_map, sd = _noisy_map_region(3.0, pdff, 930.0, map_sd_hz=40.0)
     raw = region_fatwater_fit(s, field_map, TES, 3.0, sigma)
-    reg = region_fatwater_fit(s, region_field_hz(field_map, sd, coords), TES, 3.0, sigma)
+    known = region_field_hz(field_map, sd, coords, voxel_size_mm=(2.0, 2.0, 4.0))
+    reg = region_fatwater_fit(s, known, TES, 3.0, sigma)
     err = reg.pdff_percent - pdff
     assert abs(err) <= 1.5, reg
     assert abs(err) <= 3.0 * reg.pdff_sd_percent + 1.0, reg  # + spectrum difference
@@ -131,6 +132,7 @@ def test_region_pdff_of_the_liver_table_has_no_noise_floor_bias():
         chi_ppm=zeros, weight=np.ones(shape, np.float32), body_mask=everywhere,
         qsm_mask=everywhere, s0=fit.s0, magnitude=mag, phase=phase, echo_times_s=TES,
         b0_tesla=1.5, noise_sd=fit.noise_sd, calibration=select_calibration(1.5, None),
+        voxel_size_mm=(2.0, 2.0, 4.0),
         chi_slope_ppm=0.112, pooled={}, region_fits={}, regions={}, rows=[], info={})
     row = LiverAnalysis(**fields).region_row(1, everywhere)
     voxel_mean = float(fit.pdff_percent.mean())

@@ -227,6 +227,7 @@ class LiverAnalysis:
     info: dict
     pooled: dict = dataclasses.field(default_factory=dict)
     field_sd_hz: np.ndarray | None = None
+    voxel_size_mm: tuple = (1.0, 1.0, 1.0)
     region_fits: dict = dataclasses.field(default_factory=dict)
 
     def region_row(self, label, region, *, min_echoes: int = 3, snr_floor: float = 3.0) -> dict:
@@ -311,7 +312,8 @@ class LiverAnalysis:
         (:func:`~qsmkit.body.region_fit.region_field_hz`) when its precision is known."""
         region = np.asarray(region, dtype=bool) & self.body_mask
         return _region_fit(self.magnitude, self.phase, self.fit_field_hz, self.field_sd_hz,
-                           region, self.echo_times_s, self.b0_tesla, self.noise_sd)[0]
+                           region, self.echo_times_s, self.b0_tesla, self.noise_sd,
+                           self.voxel_size_mm)[0]
 
     def r2star_measurable(self, region, r2star_roi: float, *, min_echoes: int = 3,
                           snr_floor: float = 3.0) -> bool:
@@ -482,7 +484,7 @@ def analyse_liver(
     field_hz = np.where(body, fit.field_hz, 0).astype(np.float32)
     phase = np.asarray(phase, dtype=np.float32)
     pooled = _pooled_regions(mag, phase, fit, s0, body, regions, tes, b0_tesla, field_hz,
-                             weight)
+                             weight, voxel_size)
     qsm_args = dict(
         b0_dir=b0_dir, b0_tesla=b0_tesla, weight=weight,
         rois=rois if roi_constant else None, background=background, invert=invert, air=air,
@@ -548,6 +550,7 @@ def analyse_liver(
         },
         pooled=pooled,
         field_sd_hz=np.where(body, fit.field_sd_hz, np.inf).astype(np.float32),
+        voxel_size_mm=tuple(float(v) for v in voxel_size),
     )
     analysis.rows = analysis.table()
     return analysis
@@ -566,7 +569,7 @@ def _silent_regions(regions, body, weight) -> list:
 
 
 def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, field_hz,
-                    weight, *, min_echoes: int = 3) -> dict:
+                    weight, voxel_size, *, min_echoes: int = 3) -> dict:
     """Pooled fits of the regions whose signal has decayed before the ``min_echoes``-th echo.
 
     The field map of such a region is replaced by its pooled estimate (the regularised field
@@ -590,7 +593,7 @@ def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, 
                                        echo_times_s, sigma, min_echoes=min_echoes):
             continue
         res, known = _region_fit(mag, phase, fit.field_hz, fit.field_sd_hz, region,
-                                 echo_times_s, b0_tesla, sigma)
+                                 echo_times_s, b0_tesla, sigma, voxel_size)
         out[label] = res
         if np.isfinite(res.field_offset_hz) and np.isfinite(res.field_offset_sd_hz):
             field_hz[region] = (known + res.field_offset_hz).astype(np.float32)
@@ -601,22 +604,37 @@ def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, 
     return out
 
 
-def _region_fit(mag, phase, field_hz, field_sd_hz, region, echo_times_s, b0_tesla, noise_sd):
+def _region_fit(mag, phase, field_hz, field_sd_hz, region, echo_times_s, b0_tesla, noise_sd,
+                voxel_size_mm=(1.0, 1.0, 1.0)):
     """Pooled fit of the voxels of ``region`` and the per-voxel field it demodulated by.
 
-    The field is the voxel-wise map regularised by its Cramér–Rao SD
-    (:func:`~qsmkit.body.region_fit.region_field_hz`; the map itself when no SD is given):
-    where the region's signal has decayed the voxel fields are noise, and demodulating by
-    them would smear the echoes into apparent fat and decay.
+    Two fields are tried, each with one fitted offset: the voxel-wise map regularised by its
+    Cramér–Rao SD (:func:`~qsmkit.body.region_fit.region_field_hz`) and one field for the whole
+    region (the map's precision-weighted mean). Where the region's signal has decayed, the
+    voxel fields are noise, or the smoothed field of the surroundings, and demodulating by a
+    wrong field is read as fat and decay; the field that leaves the smaller residual is kept
+    (both fits have the same free parameters). Without SDs the map itself is used.
     """
     from qsmkit.body.region_fit import region_fatwater_fit, region_field_hz
 
     region = np.asarray(region, dtype=bool)
     known = np.asarray(field_hz[region], dtype=np.float64)
-    if field_sd_hz is not None:
-        known = region_field_hz(known, field_sd_hz[region], np.argwhere(region))
     signal = mag[region] * np.exp(1j * phase[region])
-    return region_fatwater_fit(signal, known, echo_times_s, b0_tesla, noise_sd), known
+    if field_sd_hz is None:
+        return region_fatwater_fit(signal, known, echo_times_s, b0_tesla, noise_sd), known
+    sd = np.asarray(field_sd_hz[region], dtype=np.float64)
+    good = np.isfinite(sd) & (sd > 0)
+    candidates = [region_field_hz(known, sd, np.argwhere(region), voxel_size_mm=voxel_size_mm)]
+    if good.any():
+        w = 1.0 / np.maximum(sd[good], 1e-3) ** 2
+        candidates.append(np.full(known.shape, float(np.sum(w * known[good]) / np.sum(w))))
+    best = None
+    for cand in candidates:
+        res = region_fatwater_fit(signal, cand, echo_times_s, b0_tesla, noise_sd)
+        if best is None or (np.isfinite(res.misfit_ratio)
+                            and not res.misfit_ratio >= best[0].misfit_ratio):
+            best = (res, cand)
+    return best
 
 
 def compare_regions(row_a: Mapping, row_b: Mapping) -> dict:
