@@ -700,28 +700,36 @@ class _FieldContext:
         self.background = local_background(chi, mask, voxel_size, 10.0)
 
     def fit(self, seg: VeinSegmentation, branch: VeinBranch, radius_mm: float):
-        """Field fit of one vein: its component (grown by two voxels, its wall and the halo
-        of the reconstruction) is the only source left in the field; voxels within
-        ``2 radius + 1 mm`` of other vein voxels are left out."""
+        """Field fit of one vein, in a box around it: its component (grown by two voxels, its
+        wall and the halo of the reconstruction) is the only source left in the field within
+        reach of the fit; voxels within ``2 radius + 1 mm`` of other vein voxels are left
+        out."""
         from qsmkit.analysis import vein_field
 
+        vs = np.asarray(self.vs, float)
+        reach = max(12.0, vein_field.OUTER_RADII * radius_mm + 2.0 * float(vs.max()))
+        gap = 2.0 * radius_mm + 1.0
+        pad = np.ceil((reach + gap) / vs).astype(int)
+        lo = np.maximum(branch.voxels.min(axis=0) - pad, 0)
+        hi = np.minimum(branch.voxels.max(axis=0) + pad + 1, seg.mask.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
         label = int(seg.components[tuple(branch.voxels[0])])
-        keep = ndi.binary_dilation(seg.components == label, iterations=2)
+        keep = ndi.binary_dilation(seg.components[box] == label, iterations=2)
         field = vein_field.field_without_other_sources(
-            self.field_hz, self.chi, self.mask, self.vs, self.b0_dir, self.b0_tesla, keep,
-            self.background, field_of_chi_hz=self.forward,
-            reach_mm=max(12.0, vein_field.OUTER_RADII * radius_mm
-                         + 2.0 * float(np.max(self.vs))))
-        this = np.zeros(seg.mask.shape, bool)
-        this[tuple(branch.voxels.T)] = True
-        others = seg.mask & ~this
-        exclude = None
-        if others.any():
-            exclude = (ndi.distance_transform_edt(~others, sampling=self.vs)
-                       < 2.0 * radius_mm + 1.0)
-        return vein_field.fit_vein_field(field, self.field_mask, self.vs,
-                                         branch.centreline_mm, radius_mm, self.b0_dir,
-                                         self.b0_tesla, exclude=exclude)
+            self.field_hz[box], self.chi[box], self.mask[box], vs, self.b0_dir,
+            self.b0_tesla, keep, self.background[box], field_of_chi_hz=self.forward[box],
+            reach_mm=reach)
+        this = np.zeros(keep.shape, bool)
+        this[tuple((branch.voxels - lo).T)] = True
+        others = seg.mask[box] & ~this
+        exclude = (ndi.distance_transform_edt(~others, sampling=vs) < gap
+                   if others.any() else None)
+        fit = vein_field.fit_vein_field(field, self.field_mask[box], vs,
+                                        branch.centreline_mm - lo * vs, radius_mm,
+                                        self.b0_dir, self.b0_tesla, exclude=exclude)
+        if fit is None:
+            return None
+        return dataclasses.replace(fit, outside_voxels=fit.outside_voxels + lo)
 
 
 @dataclasses.dataclass
