@@ -188,6 +188,8 @@ def fit_vein_field(
     b0 = b0 / np.linalg.norm(b0)
     if not radius_mm > 0:
         raise InputError(f"vein radius must be positive, got {radius_mm} mm")
+    if not b0_tesla > 0:
+        raise InputError(f"the field strength must be positive (T), got {b0_tesla}")
     hz_per_ppm = units.larmor_hz(b0_tesla) * 1e-6
     line, tangent, arc = dense_centre_line(centreline_mm)
     a = float(radius_mm)
