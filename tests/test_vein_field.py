@@ -188,6 +188,12 @@ def test_field_needs_b0_and_the_same_grid():
     with pytest.raises(InputError):
         ox.venous_oximetry(chi, mask, voxel, reference_mask=csf, local_field_hz=field[:-1],
                            b0_tesla=3.0)
+    # NaN in the field (a failed voxel fit) is left out, not propagated.
+    field[20:30, 20:25, 20:25] = np.nan
+    res = ox.venous_oximetry(chi, mask, voxel, hct=0.42, reference_mask=csf, b0_dir=b0,
+                             local_field_hz=field, b0_tesla=3.0)
+    row = max(res.rows, key=lambda r: r["length_mm"])
+    assert row["estimate"] == "field" and np.isfinite(row["yv"])
 
 
 def test_cli_reads_the_local_field_beside_the_map(tmp_path):

@@ -873,11 +873,12 @@ def venous_oximetry(
         if b0_tesla is None or not float(b0_tesla) > 0:
             raise InputError("the field estimate of Yv needs the field strength: give b0_tesla "
                              "(T) with the local field")
-        field_fit = _FieldContext(
-            check_same_grid(chi, local_field_hz, "the local field").astype(np.float32),
-            mask if field_mask is None else check_same_grid(chi, field_mask,
-                                                            "the field mask").astype(bool),
-            chi, mask, vs, b0, float(b0_tesla))
+        field = check_same_grid(chi, local_field_hz, "the local field").astype(np.float32)
+        valid = mask if field_mask is None else check_same_grid(chi, field_mask,
+                                                                "the field mask").astype(bool)
+        finite = np.isfinite(field)  # NaN/inf voxels are left out of the fit
+        field_fit = _FieldContext(np.where(finite, field, 0.0), valid & finite, chi, mask, vs,
+                                  b0, float(b0_tesla))
 
     seg = segmentation or segment_veins(chi, mask, vs, min_aspect=min_aspect,
                                         max_cross_section_ratio=max_cross_section_ratio,
