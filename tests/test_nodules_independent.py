@@ -62,7 +62,7 @@ def test_nodules_found_and_classed_through_the_pipeline(liver_run):
         found[nod.name] = hits[0]
         assert hits[0]["class"] == nod.kind, hits[0]
         assert abs(float(hits[0]["diameter_mm"]) - nod.diameter_mm) < 5.0
-        assert hits[0]["chi_source"] == "local field fit"
+        assert hits[0]["chi_source"].startswith("local field fit")
         # contrast to the background liver: sign and size of the truth's, within a factor 2
         t = ph.nodule_truth[k - 1]
         delta = t["chi_ppm"] - t["background_chi_ppm"]

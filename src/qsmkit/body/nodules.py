@@ -21,7 +21,7 @@ and knows nothing of how they were made. Given also the field the χ map was mad
 field the finding makes (:func:`local_field_susceptibility`, one number fitted to hundreds of
 field values) instead of being read from the voxel-wise map, and the class uses that
 contrast: on an independently simulated cirrhotic liver the voxel-wise liver χ had the wrong
-sign of contrast for 2 of 5 nodules while the local fit had the right sign for all (see
+sign of contrast for 3 of 5 nodules while the local fit had the right sign for all (see
 docs/liver.md). Dark findings whose R2* is that of fluid (cyst, bile duct, blood) are not
 iron-sparing nodules. It makes no diagnosis: see :data:`STATEMENT`.
 
@@ -103,7 +103,9 @@ class NoduleParameters:
     ``min_voxels``: a finding must be resolved by the grid (matters for coarse voxels, where
     one voxel can exceed ``min_diameter_mm``).
     ``max_elongation``/``max_fill``: tubularity limits (ratio of the principal axes, and
-    volume over the volume of the largest inscribed ball) above which a component is a vessel.
+    volume over the volume of the largest inscribed ball) above which a component is a vessel;
+    the fill limit (branching) does not apply to components brighter than the liver on R2*
+    by ``min_r2star_ratio`` (storage iron raises R2*, blood does not).
     ``opening_mm``: radius of the morphological opening of the candidates (cuts necks).
     ``min_radius_near_vessel_mm``: a piece cut by the opening from a tubular candidate is kept
     only if its inscribed radius reaches this (thicker than the vessel it touched).
@@ -384,6 +386,57 @@ def local_field_susceptibility(field_hz, weight, component, liver, voxel_size, *
     return float(coef[0]), float(np.sqrt(max(cov[0, 0], 0.0)))
 
 
+def background_susceptibility_spread(field_hz, weight, component, liver, voxel_size, *,
+                                     b0_tesla: float, b0_dir=(0.0, 0.0, 1.0), avoid=None,
+                                     n_directions: int = 8, gap_mm: float = 4.0,
+                                     min_inside: float = 0.9) -> tuple[float, int]:
+    """Spread of :func:`local_field_susceptibility` over the background liver.
+
+    The finding's own shape is moved in-plane, in ``n_directions`` directions, by once and
+    twice its extent plus ``gap_mm``; wherever the moved shape lies in the liver
+    (``min_inside`` of its voxels) and clear of ``avoid`` (the other candidates: at most
+    10 % overlap), its Δχ is fitted as for the finding. Those fits measure the texture of the
+    surrounding liver (with its vessels and other nodules), the field noise and model error,
+    so their robust spread about zero (1.4826 × median |Δχ|, robust to a moved shape that
+    lands on another structure) is the contrast a finding of this shape needs to exceed: a
+    threshold relative to the background's own spread.
+
+    Returns
+    -------
+    (spread_ppm, n) : robust spread of the background fits about zero and their number
+        (nan, 0 if none fitted)
+    """
+    vs = np.asarray(voxel_size, float)
+    comp = np.asarray(component, bool)
+    liver = np.asarray(liver, bool)
+    coords = np.argwhere(comp)
+    extent_mm = (coords.max(0) - coords.min(0) + 1) * vs
+    values = []
+    for angle, ring in ((a, r) for r in (1, 2)
+                        for a in np.arange(n_directions) * 2 * np.pi / n_directions):
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        reach_mm = ring * float(np.abs(direction) @ extent_mm[:2]) + gap_mm
+        shift = np.rint(direction * reach_mm / vs[:2]).astype(int)
+        lo = coords[:, :2].min(0) + shift
+        hi = coords[:, :2].max(0) + shift
+        if np.any(lo < 0) or np.any(hi >= np.asarray(comp.shape[:2])):
+            continue
+        moved = np.roll(comp, tuple(shift), axis=(0, 1))
+        if np.mean(liver[moved]) < min_inside:
+            continue
+        if avoid is not None and np.mean(np.asarray(avoid, bool)[moved]) > 0.1:
+            continue
+        dchi, _ = local_field_susceptibility(field_hz, weight, moved, liver, vs,
+                                             b0_tesla=b0_tesla, b0_dir=b0_dir)
+        if np.isfinite(dchi):
+            values.append(dchi)
+    if not values:
+        return float("nan"), 0
+    # robust (1.4826 x median |Δχ|): one moved shape that lands on a vessel or another
+    # nodule does not set the scale
+    return 1.4826 * float(np.median(np.abs(values))), len(values)
+
+
 def _check(chi_ppm, r2star_per_s, liver, voxel_size):
     liver = np.asarray(liver)
     if liver.ndim != 3:
@@ -455,11 +508,13 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
     # each sign apart (a bright and a dark region side by side stay apart), then an opening
     # that cuts necks (septa, partial volume) joining a nodule to a vessel
     ball = opening_ball(params.opening_mm, vs)
+    any_candidate = np.zeros(liver.shape, bool)
     lab = np.zeros(liver.shape, np.int32)
     tubular_parent = np.zeros(liver.shape, bool)
     for sign in (1.0, -1.0):
         score = np.maximum(sign * z_chi, sign * z_r2)
         cand = hysteresis(score, params.z_low, params.z_high, liver)
+        any_candidate |= cand
         opened = ndimage.binary_opening(cand, structure=ball) if params.opening_mm > 0 else cand
         lab_s, n_s = ndimage.label(opened)
         if n_s and lab.any():
@@ -511,7 +566,12 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
         else:
             elongation, fill = shape_measures(comp, vs)
             r_in = inscribed_radius_mm(comp, vs)
-            tubular = elongation > params.max_elongation or fill > params.max_fill
+            # storage iron raises R2*, blood does not: a component brighter than the liver
+            # on R2* is not a vessel tree, so only a streak (elongation) rejects it; a fill
+            # limit would reject compact nodules seen on two 4 mm slices (flat discs)
+            iron_bright = r2_ratio_of(comp) >= params.min_r2star_ratio
+            tubular = elongation > params.max_elongation or (
+                fill > params.max_fill and not iron_bright)
             if (tubular or touches_volume) and may_split:
                 # a nodule joined to a vessel (which may run out of the slab): keep what
                 # holds a ball of the nodule size, and judge those parts on their own
@@ -526,7 +586,7 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
                 reason = "touches the edge of the field of view"
             elif float(np.mean(depth[comp] <= params.edge_mm)) > params.max_edge_fraction:
                 reason = "on the liver boundary"
-            elif elongation > params.max_elongation or fill > params.max_fill:
+            elif tubular:
                 reason = f"tubular (vessel): elongation {elongation:.1f}, fill {fill:.1f}"
             elif (may_split and np.any(comp & tubular_parent)
                   and r_in < params.min_radius_near_vessel_mm):
@@ -570,9 +630,19 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
         if field_hz is not None:
             dchi, dchi_sd = local_field_susceptibility(
                 field_hz, field_weight, comp, liver, vs, b0_tesla=b0_tesla, b0_dir=b0_dir)
+            spread, n_null = background_susceptibility_spread(
+                field_hz, field_weight, comp, liver, vs, b0_tesla=b0_tesla, b0_dir=b0_dir,
+                avoid=any_candidate & ~comp)
             if np.isfinite(dchi) and np.isfinite(dchi_sd) and dchi_sd > 0:
-                # the contrast measured from the field replaces the map's for the class
-                chi_mean, zc, source = bgc + dchi, dchi / dchi_sd, "local field fit"
+                # the contrast measured from the field replaces the map's for the class;
+                # its uncertainty is the fit's and the background's (same shape moved into
+                # the surrounding liver), in quadrature
+                source = "local field fit"
+                if n_null >= 3:
+                    dchi_sd = float(np.hypot(dchi_sd, spread))
+                else:
+                    source += " (background spread not measurable: fit error only)"
+                chi_mean, zc = bgc + dchi, dchi / dchi_sd
         if zc >= params.z_class and zr >= params.z_class:
             cls = "siderotic"
         elif zc <= -params.z_class and zr <= -params.z_class:
