@@ -2,9 +2,9 @@
 command line, as a user runs it: ``qsmkit run`` with the default preset, then
 ``qsmkit rims RUN/chi.nii.gz LESIONS`` (which re-inverts the saved local field with iLSQR when
 chi came from a TV-type inversion), against the same with ``--use-given-chi`` (the default
-whtv map as is) and ``qsmkit run --invert ilsqr`` (what ``--preset rims`` inverts with).
+whtv map as is) and ``qsmkit run --preset rims`` (iLSQR reconstruction throughout).
 
-    python benchmarks/bench_rims_independent.py [--seeds 0,10,20]
+    python benchmarks/bench_rims_independent.py [--seeds 0,10,20,30,40,50]
 
 Prints one row per geometry and noise seed: lesions right out of 6 (rim+ found / 3, rim-
 kept / 3) for each route, and the seconds ``qsmkit rims`` took. The figures of
@@ -26,7 +26,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from independent_lesions import make_lesion_head  # noqa: E402
 from qsmkit.cli.main import main as qsmkit  # noqa: E402
-from test_independent_brain_analyses import _reconstruct  # noqa: E402
+
+
+def _reconstruct(head, folder: Path, preset: str) -> Path:
+    """``qsmkit run`` on the head's echoes with its brain mask; returns the run folder."""
+    import nibabel as nib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in (("mag", head.magnitude), ("phase", head.phase_rad),
+                       ("mask", head.brain_mask.astype(np.uint8))):
+        nib.save(nib.Nifti1Image(data, head.affine), folder / f"{name}.nii.gz")
+    run = folder / "run"
+    assert qsmkit(["run", "--mag", str(folder / "mag.nii.gz"), "--phase",
+                   str(folder / "phase.nii.gz"), "--echo-times",
+                   ",".join(str(t) for t in head.echo_times_s), "--b0", str(head.b0_tesla),
+                   "--mask", str(folder / "mask.nii.gz"), "-o", str(run), "--no-report",
+                   "--preset", preset]) == 0
+    return run
 
 GEOMETRIES = (
     # name, shape, voxel (mm), tilt (deg), seed offset (as bench_lesions_independent)
@@ -53,12 +69,12 @@ def run_case(shape, voxel, tilt, seed, root: Path) -> dict:
     nib.save(nib.Nifti1Image(head.brain_mask.astype(np.uint8), head.affine),
              root / "brain.nii.gz")
     out = {}
-    for route, invert, extra in (("default", None, []), ("given", None, ["--use-given-chi"]),
-                                 ("ilsqr", "ilsqr", [])):
-        folder = root / (invert or "default")
-        run = folder / "run"
+    for route, preset, extra in (("default", "default", []),
+                                 ("given", "default", ["--use-given-chi"]),
+                                 ("rims", "rims", [])):
+        run = root / preset / "run"
         if not run.exists():
-            _reconstruct(head, folder, invert=invert)
+            _reconstruct(head, root / preset, preset)
         table = root / f"rims_{route}.tsv"
         start = time.perf_counter()
         assert qsmkit(["rims", str(run / "chi.nii.gz"), str(root / "lesions.nii.gz"),
@@ -71,15 +87,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0", help="noise seeds added to each geometry's "
                         "own seed, comma-separated (default 0)")
+    parser.add_argument("--geometries", default="ABC", help="which of A, B, C (default ABC)")
     args = parser.parse_args()
     totals = {}
     lines = []
     for name, shape, voxel, tilt, offset in GEOMETRIES:
+        if name[0] not in args.geometries:
+            continue
         for seed in (int(s) for s in args.seeds.split(",")):
             with tempfile.TemporaryDirectory() as tmp:
                 r = run_case(shape, voxel, tilt, seed + offset, Path(tmp))
             cells = []
-            for route in ("default", "given", "ilsqr"):
+            for route in ("default", "given", "rims"):
                 ok, pos, neg, seconds = r[route]
                 t = totals.setdefault(route, [0, 0])
                 t[0], t[1] = t[0] + ok, t[1] + 6

@@ -17,6 +17,7 @@ import pytest
 
 from independent_lesions import make_lesion_head
 from qsmkit.cli.main import main
+from qsmkit.pipeline import PRESETS, QSMConfig
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,7 @@ def test_default_route_keeps_rims(default_run, capsys):
                           for m in head.ms]
     classified = payload["summary"]["classified_map"]
     assert classified["reinverted"] and classified["inversion"] == "ilsqr"
+    assert classified["options"] == QSMConfig.from_preset("rims").invert_options
     assert classified["given_inversion"] == "whtv"
     assert (root / "rims_chi_ilsqr.nii.gz").is_file()
     assert classified["file"] == str(root / "rims_chi_ilsqr.nii.gz")
@@ -85,3 +87,15 @@ def test_given_chi_on_request_and_warning_without_local_field(default_run, capsy
     assert "not trustworthy" in payload["summary"]["inversion_note"]
     assert "local_field_hz" in payload["summary"]["classified_map"]["how"]
     assert "warning:" in capsys.readouterr().out
+
+
+def test_rims_preset_options_stay_with_its_method():
+    """The re-inversion uses the rims preset's method and options (streak cone |D| < 0.15);
+    another --invert drops them, and a config never writes back into the preset."""
+    config = QSMConfig.from_preset("rims")
+    assert config.invert == "ilsqr" and config.invert_options == {"threshold": 0.15}
+    config.invert_options["lam"] = 1.0
+    assert PRESETS["rims"]["invert_options"] == {"threshold": 0.15}
+    other = QSMConfig.from_preset("rims", invert="tv")
+    assert other.invert_options == {}
+    other.validate()

@@ -67,6 +67,13 @@ def rim_inversion() -> str:
     return PRESETS["rims"]["invert"]
 
 
+def rim_inversion_options() -> dict:
+    """The options of :func:`rim_inversion` in the ``rims`` preset (a fresh copy)."""
+    from qsmkit.pipeline import PRESETS
+
+    return dict(PRESETS["rims"].get("invert_options", {}))
+
+
 def inversion_note(method: str | None, *, reinverted: bool = False) -> str | None:
     """A warning for rim analysis of chi made by ``method`` (None when no concern is known).
 
@@ -104,8 +111,9 @@ def rim_preserving_chi(
     The default reconstruction (weak-harmonic TV) penalises the l1 norm of the gradient, which
     removes a paramagnetic rim about 1 mm thick by merging it with the lesion core; iLSQR
     (:func:`rim_inversion`, the ``rims`` preset) has no such penalty and keeps it. Re-inverting
-    the local field that ``qsmkit run`` saved gives the map the ``rims`` preset would have made
-    from the same field, in seconds.
+    the local field that ``qsmkit run`` saved with the preset's method and options (streaks
+    estimated on the cone ``|D| < 0.15``) gives the map the ``rims`` preset would have made
+    from the same field, in seconds (the data weight is the magnitude, not the echo fit's).
 
     Parameters
     ----------
@@ -129,12 +137,16 @@ def rim_preserving_chi(
     -------
     chi_ppm : (X, Y, Z) float32 ndarray, ppm, zero outside ``mask``
     info : dict
-        ``inversion`` (method name), ``reference`` (how it was referenced), ``seconds``.
+        ``inversion`` (method name), ``options`` (its options), ``reference`` (how it was
+        referenced), ``seconds``.
 
     References
     ----------
     Li W, Wang N, Yu F, et al. A method for estimating and removing streaking artifacts in
     quantitative susceptibility mapping. NeuroImage 2015;108:111-122 (iLSQR).
+    Kames C, Wiggermann V, Rauscher A. Rapid two-step dipole inversion for susceptibility
+    mapping with sparsity priors. NeuroImage 2018;167:276-283 (ill-conditioned cone
+    ``|D| < 0.15``).
     Bagnato F, Sati P, Hemond CC, et al. Imaging chronic active lesions in multiple sclerosis:
     a consensus statement. Brain 2024;147:2913-2933 (rims about 1 mm, a few hundredths of a
     ppm; regularisation that smooths edges hides them).
@@ -151,15 +163,16 @@ def rim_preserving_chi(
     field = np.where(mask, np.nan_to_num(np.asarray(local_field_hz, np.float32)), 0)
     method = rim_inversion()
     w = None if weight is None else np.where(mask, np.asarray(weight, np.float32), 0)
+    options = rim_inversion_options()
     chi, _ = invert_auto(field.astype(np.float32), mask, check_voxel_size(voxel_size),
                          method=method, b0_dir=tuple(float(v) for v in b0_dir),
-                         b0_tesla=float(b0_tesla), weight=w)
+                         b0_tesla=float(b0_tesla), weight=w, **options)
     ref = None
     if reference != "none":
         chi, ref = reference_chi(chi, mask, method=reference, r2star_per_s=r2star_per_s,
                                  magnitude=magnitude, voxel_size=voxel_size)
     chi = np.where(mask, chi, 0).astype(np.float32)
-    return chi, {"inversion": method, "reference": ref,
+    return chi, {"inversion": method, "options": options, "reference": ref,
                  "seconds": round(time.perf_counter() - start, 2)}
 
 

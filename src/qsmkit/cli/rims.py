@@ -143,7 +143,8 @@ def _map_to_classify(args, given_chi, affine, voxel_size):
     tsv = output_paths(args.output)[0]
     name = f"{tsv.stem}_chi_{done['inversion']}.nii.gz"
     classified = {
-        "file": str(tsv.with_name(name)), "inversion": done["inversion"], "reinverted": True,
+        "file": str(tsv.with_name(name)), "inversion": done["inversion"],
+        "options": done["options"], "reinverted": True,
         "given_chi": str(args.chi), "given_inversion": method,
         "how": (f"re-inverted with {done['inversion']} from {inputs[0]} in {done['seconds']:.1f}"
                 f" s; the given chi came from {method}"),
