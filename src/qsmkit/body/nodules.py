@@ -700,6 +700,10 @@ def write_thumbnails(outdir: Path, result: NoduleResult, chi_ppm, r2star_per_s, 
                            interpolation="nearest", aspect=vs[1] / vs[0])
             ax.contour((result.labels[sx, sy, cz] == nod.id).T.astype(float), levels=[0.5],
                        colors="k", linewidths=1)
+            if title.startswith("chi") and nod.chi_source != "map":
+                # the voxel-wise map may not show what the field fit measured: say it
+                title = (f"chi map (ppm); field fit: nodule "
+                         f"{nod.delta_chi_ppm:+.2f} ± {nod.delta_chi_sd_ppm:.2f} ppm")
             ax.set_title(title, fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
