@@ -87,6 +87,17 @@ def test_given_chi_on_request_and_warning_without_local_field(default_run, capsy
     assert "not trustworthy" in payload["summary"]["inversion_note"]
     assert "local_field_hz" in payload["summary"]["classified_map"]["how"]
     assert "warning:" in capsys.readouterr().out
+    # A local field without a recorded field strength is not re-inverted at a guessed B0.
+    for name in ("local_field_hz.nii.gz", "mask.nii.gz"):
+        shutil.copy(root / "run" / name, bare / name)
+    record = json.loads((root / "run" / "qsmkit.json").read_text())
+    record.pop("b0_tesla")
+    record["info"].pop("b0_tesla")
+    (bare / "qsmkit.json").write_text(json.dumps(record))
+    payload = _rims(root, bare / "chi.nii.gz", "no_b0")
+    assert not payload["summary"]["classified_map"]["reinverted"]
+    assert "field strength" in payload["summary"]["classified_map"]["how"]
+    assert "not trustworthy" in payload["summary"]["inversion_note"]
 
 
 def test_rims_preset_options_stay_with_its_method():

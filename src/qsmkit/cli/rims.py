@@ -133,7 +133,10 @@ def _map_to_classify(args, given_chi, affine, voxel_size):
         from qsmkit.geometry import b0_dir_from_affine
 
         b0_dir = b0_dir_from_affine(affine)
-    b0_tesla = record.get("b0_tesla", info.get("b0_tesla", 3.0))
+    b0_tesla = _field_strength(record, info)
+    if b0_tesla is None:
+        given["how"] += "; its qsmkit.json records no field strength to re-invert with"
+        return given_chi, given, rims.inversion_note(method)
     reference = (info.get("reference") or {}).get("method") if isinstance(
         info.get("reference"), dict) else None
     chi, done = rims.rim_preserving_chi(
@@ -182,6 +185,16 @@ def _saved_local_field(folder: Path, shape, affine):
     return (field.astype(np.float32), mask > 0,
             None if magnitude is None else magnitude.astype(np.float32),
             None if r2star is None else r2star.astype(np.float32), inputs)
+
+
+def _field_strength(record: dict, info: dict) -> float | None:
+    """B0 (T) recorded by ``qsmkit run`` (None when absent or not a plausible number)."""
+    value = record.get("b0_tesla", info.get("b0_tesla"))
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if 0.05 <= value <= 21.2 else None
 
 
 def _run_record(chi_path) -> dict:
