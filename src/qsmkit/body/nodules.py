@@ -109,6 +109,8 @@ class NoduleParameters:
     ``opening_mm``: radius of the morphological opening of the candidates (cuts necks).
     ``min_radius_near_vessel_mm``: a piece cut by the opening from a tubular candidate is kept
     only if its inscribed radius reaches this (thicker than the vessel it touched).
+    A part cut from a tubular (or slab-edge) candidate is reported only with a class: one
+    whose two contrasts disagree is a vessel junction, not an indeterminate finding.
     ``min_inscribed_radius_mm``: the component must contain a ball of this radius (a nodule of
     at least 1 cm, not a sheet or a cluster of texture voxels); with 4 mm slices the ball
     needs three slices, so through-plane the smallest reliably found nodule is ~12 mm.
@@ -649,6 +651,16 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
             cls = "iron-sparing"
         else:
             cls = "indeterminate"
+        if not may_split and cls == "indeterminate":
+            # a thick part of a vessel tree (a junction) is dark on R2* like an iron-sparing
+            # nodule; a nodule touching a vessel must show its own susceptibility contrast
+            rejected.append({"voxels": int(comp.sum()), "diameter_mm": round(diameter_mm, 1),
+                             "centroid_voxel": [int(round(c))
+                                                for c in ndimage.center_of_mass(comp)],
+                             "reason": f"part cut from a tubular candidate (vessel tree) "
+                                       f"without a susceptibility contrast of its own "
+                                       f"(z_chi {zc:+.1f}, z_R2* {zr:+.1f})"})
+            continue
         r2_med = float(np.median(r2[comp]))
         pdff = (float(np.mean(np.asarray(pdff_percent)[comp])) if pdff_percent is not None
                 else float("nan"))
