@@ -293,8 +293,10 @@ def make_cirrhosis_phantom(
         sigma = ref / float(snr)
         signal += (rng.normal(0, sigma, signal.shape)
                    + 1j * rng.normal(0, sigma, signal.shape)).astype(np.complex64) / np.sqrt(2)
-    affine = np.diag([*vox, 1.0])
-    affine[:3, 3] = -(np.array(shape) - 1) / 2.0 * np.array(vox)
+    # the abdomen puts the liver at negative x: the first voxel axis runs from the subject's
+    # right to left (LAS), so that the liver is on the subject's right in world coordinates
+    affine = np.diag([-vox[0], vox[1], vox[2], 1.0])
+    affine[:3, 3] = -(np.array(shape) - 1) / 2.0 * np.diag(affine)[:3]
     chi_img = _block_mean(chi_c, factor).astype(np.float32)
     r2_img = _block_mean(r2w, factor).astype(np.float32)
     pdff_img = _block_mean(pdff, factor).astype(np.float32)
