@@ -22,8 +22,9 @@ field the finding makes (:func:`local_field_susceptibility`, one number fitted t
 field values) instead of being read from the voxel-wise map, and the class uses that
 contrast: on an independently simulated cirrhotic liver, classes from the voxel-wise liver χ
 were right for 0 of 8 nodules at 1.5 T and at 3 T (all indeterminate: contrasts too weak or
-of the wrong sign), from the local fit for every nodule found (see docs/liver.md). Dark findings whose R2* is that of fluid (cyst, bile duct, blood) are not
-iron-sparing nodules. It makes no diagnosis: see :data:`STATEMENT`.
+of the wrong sign), from the local fit for every nodule found (see docs/liver.md). Dark
+findings whose R2* is that of fluid (cyst, bile duct, blood) are not iron-sparing nodules.
+It makes no diagnosis: see :data:`STATEMENT`.
 
 References
 ----------
