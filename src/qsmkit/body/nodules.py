@@ -515,7 +515,9 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
     lab = np.zeros(liver.shape, np.int32)
     tubular_parent = np.zeros(liver.shape, bool)
     for sign in (1.0, -1.0):
-        score = np.maximum(sign * z_chi, sign * z_r2)
+        # with the field given the voxel-wise χ map is not trusted (its contrast is measured
+        # from the field instead): R2* alone draws the candidates
+        score = sign * z_r2 if field_hz is not None else np.maximum(sign * z_chi, sign * z_r2)
         cand = hysteresis(score, params.z_low, params.z_high, liver)
         any_candidate |= cand
         opened = ndimage.binary_opening(cand, structure=ball) if params.opening_mm > 0 else cand
