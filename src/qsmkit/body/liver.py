@@ -84,7 +84,9 @@ from qsmkit.body.calibration import (  # noqa: F401  (re-exported: public names 
     select_calibration,
 )
 from qsmkit.body.liver_qsm import (  # noqa: F401  (re-exported)
+    BEYOND_MM,
     CHI_AIR_PPM,
+    FACE_GUARD_MM,
     LiverQSM,
     air_field_ppm,
     air_padding,
@@ -150,7 +152,7 @@ def r2star_limit_per_s(echo_times_s, snr0, *, min_echoes: int = 3, snr_floor: fl
 # -- the analysis and its table ---------------------------------------------------------------
 TABLE_COLUMNS = (
     "label", "n_voxels", "pdff_percent", "r2star_per_s", "r2star_in_range", "chi_ppm",
-    "lic_r2star", "lic_qsm", "pdff_sd_percent", "estimate", "flags",
+    "lic_r2star", "lic_qsm", "pdff_sd_percent", "estimate", "flags", "chi_se_ppm",
 )
 """Columns of ``liver.tsv``. PDFF and its SD always come from the region's pooled complex fit
 (:func:`qsmkit.body.region_fit.region_fatwater_fit`: unbiased where voxel PDFFs are not).
@@ -158,8 +160,11 @@ TABLE_COLUMNS = (
 pooled fit, where the signal has decayed before the third echo); ``flags`` lists, separated
 by ";", ``low_signal`` (pooled estimate),
 ``pdff_uncertain`` (SD of PDFF above :data:`PDFF_SD_LIMIT_PERCENT`), ``r2star_out_of_range``
-(LIC by R2* not trustworthy), ``chi_from_surroundings`` (:data:`CHI_WEIGHT_FLAG`) and
-``no_signal`` (nothing measurable)."""
+(LIC by R2* not trustworthy), ``chi_from_surroundings`` (the region's own field does not
+measure its χ: standard error above
+:data:`~qsmkit.body.liver_qsm.OWN_FIELD_SE_LIMIT_PPM`, or, without that refit, mean weight
+below :data:`CHI_WEIGHT_FLAG`) and ``no_signal`` (nothing measurable). ``chi_se_ppm`` is the
+standard error of the region's χ from its own field (noise only; NaN when not refitted)."""
 
 CHI_WEIGHT_FLAG = 0.05
 """A region whose mean QSM data weight is below 5 % of the body's median is flagged
@@ -247,7 +252,8 @@ class LiverAnalysis:
                     "r2star_per_s": float("nan"), "r2star_in_range": False,
                     "chi_ppm": float("nan"), "lic_r2star": float("nan"),
                     "lic_qsm": float("nan"), "pdff_sd_percent": float("nan"),
-                    "estimate": "none", "flags": "no_signal"}
+                    "estimate": "none", "flags": "no_signal",
+                    "chi_se_ppm": float("nan")}
         flags = []
         pooled = self.pooled.get(label)
         r2 = float(np.median(self.r2star_per_s[region]))
@@ -287,9 +293,15 @@ class LiverAnalysis:
             flags.append("r2star_out_of_range")
         qregion = region & self.qsm_mask
         chi = float(np.mean(self.chi_ppm[qregion])) if qregion.any() else float("nan")
+        own = self.info.get("qsm", {}).get("own_field", {}).get(_roi_key(label))
+        chi_se = float(own["se_ppm"]) if own else float("nan")
         body_w = self.weight[self.body_mask]
-        if qregion.any() and body_w.size and float(np.mean(self.weight[qregion])) < (
-                CHI_WEIGHT_FLAG * float(np.median(body_w))):
+        if own is not None:
+            silent = not own["applied"]
+        else:  # no refit to the region's own field (a region not fitted as one value)
+            silent = bool(qregion.any() and body_w.size and float(np.mean(
+                self.weight[qregion])) < CHI_WEIGHT_FLAG * float(np.median(body_w)))
+        if silent:
             flags.append("chi_from_surroundings")
         pdff_for_lic = pdff if np.isfinite(pdff) else 0.0
         return {
@@ -304,6 +316,7 @@ class LiverAnalysis:
             "pdff_sd_percent": pdff_sd,
             "estimate": estimate,
             "flags": ";".join(flags),
+            "chi_se_ppm": chi_se,
         }
 
     def pooled_fit(self, region):
@@ -361,7 +374,8 @@ def analyse_liver(
     invert_options: Mapping | None = None,
     continue_body: bool = False,
     continue_mm: float | None = None,
-    face_guard_mm: float = 0.0,
+    face_guard_mm: float = FACE_GUARD_MM,
+    beyond_mm: float = BEYOND_MM,
 ) -> LiverAnalysis:
     """Fat–water separation, PDFF, R2*, liver QSM and both LIC maps from multi-echo GRE.
 
@@ -377,7 +391,8 @@ def analyse_liver(
         density)
     labels : (X, Y, Z) int, optional — analysis regions (liver segments, nodules); one table
         row per positive label. Default: one automatically found liver (:func:`find_liver`)
-    reference : "sat" (subcutaneous fat, χ = 0.6 ppm × its mean PDFF; Hernando 2013),
+    reference : "sat" (subcutaneous fat, χ = 0.6 ppm × its mean PDFF; Hernando 2013; where
+        the body runs through the slab, the fat within half its thickness of the regions),
         "air" (air fixed at +9.4 ppm: needs the body's whole cross-section and the air around
         it in the field of view), "region" (``reference_mask`` set to ``reference_chi_ppm``)
         or "mask" (mean over the body set to ``reference_chi_ppm``, default 0)
@@ -387,9 +402,14 @@ def analyse_liver(
     background, invert, air, harmonic_order, lam : see :func:`liver_qsm`
     roi_constant : estimate one susceptibility per region (default) instead of per voxel
     face_guard_mm : data within this distance of the faces of the field of view that the body
-        runs through are not fitted (there a model that ends the body at the slab is wrong);
-        regions without signal (``chi_from_surroundings``) take their χ from a second fit
-        without the guard, since only the field they make around them measures them
+        runs through are not fitted (there a model that ends the body at the slab is wrong;
+        default :data:`~qsmkit.body.liver_qsm.FACE_GUARD_MM`, 0 to fit them). Each region is
+        then refitted to its own field (:func:`~qsmkit.body.liver_qsm.own_field_estimates`);
+        regions whose own field does not measure them (``chi_from_surroundings``) take their
+        χ from a second fit without the guard, since only the field they make around them,
+        up to the faces, says anything of them
+    beyond_mm : depth of the layer of free sources fitted beyond those faces (default
+        :data:`~qsmkit.body.liver_qsm.BEYOND_MM`; see :func:`~qsmkit.body.liver_qsm.liver_qsm`)
     continue_body, continue_mm : continue the body beyond the faces of the field of view
         that cut it, over ``continue_mm`` (default: the whole padding); see
         :func:`qsmkit.body.liver_qsm.liver_qsm`
@@ -465,6 +485,7 @@ def analyse_liver(
             raise InputError(
                 "no subcutaneous fat found to reference χ; use reference 'air', 'mask' or a region"
             )
+        ref_mask = _nearby_reference(ref_mask, regions, body, voxel_size)
         ref_chi = CHI_FAT_PPM * float(np.mean(pdff[ref_mask])) / 100.0
         if reference_chi_ppm is not None:
             ref_chi = float(reference_chi_ppm)
@@ -492,9 +513,10 @@ def analyse_liver(
         reference_mask=None if reference == "air" else ref_mask, reference_chi_ppm=ref_chi,
         bgremove_options=bgremove_options, invert_options=invert_options,
         continue_body=continue_body, continue_mm=continue_mm,
+        weight_sd_hz=_unit_weight_sd_hz(fit), beyond_mm=beyond_mm,
     )
     qsm = liver_qsm(field_hz, body, voxel_size, face_guard_mm=face_guard_mm, **qsm_args)
-    silent = _silent_regions(regions, body, weight) if face_guard_mm > 0 else []
+    silent = _silent_regions(regions, qsm.info) if face_guard_mm > 0 else []
     if silent and roi_constant:
         # a region without signal is known only by the field it makes around it, which
         # includes the slab's faces: its value comes from the fit without the guard band
@@ -556,16 +578,51 @@ def analyse_liver(
     return analysis
 
 
-def _silent_regions(regions, body, weight) -> list:
-    """Labels of the regions whose mean QSM weight is below :data:`CHI_WEIGHT_FLAG` of the
-    body's median (their own field carries almost no information)."""
-    med = float(np.median(weight[body])) if body.any() else 0.0
-    out = []
-    for label, region in regions.items():
-        reg = np.asarray(region, bool) & body
-        if reg.any() and float(np.mean(weight[reg])) < CHI_WEIGHT_FLAG * med:
-            out.append(label)
-    return out
+def _nearby_reference(ref_mask, regions, body, voxel_size, *, min_voxels: int = 10):
+    """The part of ``ref_mask`` within half the slab's thickness of the analysed regions.
+
+    Through a slab of a longer body, the field difference between two points far apart
+    in-plane depends on the unknown anatomy beyond the slab's faces: in-plane contrasts on
+    scales beyond the distance to those faces (half the thickness) are not determined by the
+    field inside. The reference is therefore the subcutaneous fat nearest the regions; with
+    no face that the body runs through (the whole body in view) it is all of it.
+    """
+    from scipy import ndimage
+
+    from qsmkit.body.liver_qsm import continuing_faces
+
+    axes = {axis for axis, _ in continuing_faces(body)}
+    if not axes:
+        return ref_mask
+    reach_mm = min(0.5 * body.shape[a] * float(voxel_size[a]) for a in axes)
+    analysed = np.zeros(body.shape, bool)
+    for region in regions.values():
+        analysed |= np.asarray(region, bool)
+    if not analysed.any():
+        return ref_mask
+    distance = ndimage.distance_transform_edt(~analysed, sampling=voxel_size)
+    near = ref_mask & (distance <= reach_mm)
+    return near if near.sum() >= min_voxels else ref_mask
+
+
+def _roi_key(label) -> str:
+    """Key of a region in ``info["own_field"]`` (the automatic liver is ROI 1)."""
+    return "1" if label == "liver" else str(label)
+
+
+def _silent_regions(regions, qsm_info) -> list:
+    """Labels of the regions whose own field does not measure their χ (standard error above
+    :data:`~qsmkit.body.liver_qsm.OWN_FIELD_SE_LIMIT_PPM`; ``qsm_info["own_field"]``)."""
+    own = qsm_info.get("own_field", {})
+    return [label for label in regions
+            if not own.get(_roi_key(label), {}).get("applied", True)]
+
+
+def _unit_weight_sd_hz(fit) -> float | None:
+    """Field SD (Hz) of a voxel of weight 1 in :meth:`FatWaterFit.field_weight`."""
+    sd = np.where(fit.mask, fit.field_sd_hz, np.inf)
+    finite = np.isfinite(sd) & fit.mask
+    return float(np.percentile(sd[finite], 10)) if finite.any() else None
 
 
 def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, field_hz,

@@ -16,6 +16,9 @@ Hernando D, Cook RJ, Diamond C, Reeder SB. Magnetic susceptibility as a B0 field
 independent MRI biomarker of liver iron overload. Magn Reson Med 2013;70:648-656.
 Schenck JF. The role of magnetic susceptibility in magnetic resonance imaging: MRI magnetic
 compatibility of the first and second kinds. Med Phys 1996;23:815-850.
+Liu T, Khalidov I, de Rochefort L, Spincemaille P, Liu J, Tsiouris AJ, Wang Y. A novel
+background field removal method for MRI using projection onto dipole fields (PDF). NMR Biomed
+2011;24:1129-1136.
 """
 
 from __future__ import annotations
@@ -29,6 +32,30 @@ from qsmkit.errors import InputError
 
 CHI_AIR_PPM = 9.4
 """Air relative to water (SI ppm): +0.36 - (-9.05)."""
+
+OWN_FIELD_SE_LIMIT_PPM = 0.05
+"""A region's refit to its own field (:func:`own_field_estimates`) replaces its joint-fit
+value when its standard error is at most 0.05 ppm (about 0.4 mg Fe/g dw with the in-vivo
+χ→LIC slope) or :data:`OWN_FIELD_SE_FRACTION` of the value: the region's own signal then
+measures it better than the surroundings do."""
+
+FACE_GUARD_MM = 8.0
+"""Default guard band (mm) at the faces of the field of view that the body runs through:
+there the field of tissue beyond the slab (a longer liver, the lung bases above its dome)
+is not modelled. 8 mm is about one and a half radii of a 1 cm region, where the field of
+a column's cut end has fallen to a tenth; measured on the independent abdomen phantom
+(``docs/liver.md``)."""
+
+BEYOND_MM = 40.0
+"""Default depth (mm) of the layer of unknown sources fitted beyond each face the body runs
+through (:func:`liver_qsm` ``beyond_mm``): the organs that continue past a slab and the lung
+bases over the liver dome lie there; sources further away make fields inside the slab that
+are smooth enough for the harmonic terms."""
+
+OWN_FIELD_SE_FRACTION = 0.1
+"""Relative standard error (10 %) up to which a region's own-field χ is kept: iron-rich
+regions keep few echoes, but 10 % of a high χ is still well inside the spread of the
+published χ–LIC calibrations and far from any clinical threshold."""
 
 
 @dataclasses.dataclass
@@ -159,6 +186,19 @@ def _continue_adjoint(padded: np.ndarray, inner: tuple[slice, ...], faces,
     return out
 
 
+def _beyond_layer(grid, inner: tuple[slice, ...], faces, depth) -> np.ndarray:
+    """Voxels of the padded ``grid`` within ``depth[axis]`` voxels beyond each of ``faces``,
+    over the field of view's extent along the other axes."""
+    layer = np.zeros(grid, bool)
+    if depth is None:
+        return layer
+    for axis, side in faces:
+        idx = list(inner)
+        idx[axis] = _beyond(inner[axis], side, depth[axis])
+        layer[tuple(idx)] = True
+    return layer
+
+
 def _depth_voxels(depth_mm, voxel_size):
     if depth_mm is None:
         return None
@@ -216,7 +256,8 @@ def _harmonics(shape, voxel_size, order: int) -> list[np.ndarray]:
 
 
 def _solve_susceptibility(field_ppm, mask, voxel_size, b0_dir, weight, rois, columns, *,
-                          lam, tol, max_iter, faces=(), depth_mm=None):
+                          lam, tol, max_iter, faces=(), depth_mm=None, beyond=(),
+                          beyond_mm=0.0):
     """Weighted least squares ``||W (D chi + C a - f)||^2 + lam ||grad chi||^2`` over the mask.
 
     ``chi`` is supported on the mask (zero outside), constant within each positive label of
@@ -277,8 +318,11 @@ def _solve_susceptibility(field_ppm, mask, voxel_size, b0_dir, weight, rois, col
     def project(v):
         return v - q @ (q.T @ v)
 
-    free = mp & (labels == 0)
-    edges = [(free & np.roll(free, -1, axis=a)).astype(np.float32) for a in range(3)]
+    outer = _beyond_layer(grid, sl, beyond, _depth_voxels(beyond_mm, voxel_size))
+    free = (mp & (labels == 0)) | outer
+    # no penalty across a face: the sources beyond it are not the tissue inside
+    edges = [(free & np.roll(free, -1, axis=a) & (outer == np.roll(outer, -1, axis=a))
+              ).astype(np.float32) for a in range(3)]
     for a in range(3):  # no periodic edge
         idx = [slice(None)] * 3
         idx[a] = -1
@@ -328,7 +372,90 @@ def _solve_susceptibility(field_ppm, mask, voxel_size, b0_dir, weight, rois, col
     for reg, value in zip(regions, coef[n_bg:], strict=True):
         x += reg * np.float32(value)
     chi = crop(x, sl).astype(np.float32)
-    return np.where(mask, chi, 0.0).astype(np.float32), coef[:n_bg], iterations
+    outer_field = (crop(dip(x * outer), sl).astype(np.float32) if outer.any()
+                   else np.zeros(shape, np.float32))
+    return np.where(mask, chi, 0.0).astype(np.float32), coef[:n_bg], iterations, outer_field
+
+
+def _tissue_field(chi, voxel_size, b0_dir, faces=(), depth_mm=None) -> np.ndarray:
+    """Dipole field (ppm) inside the grid of ``chi`` (ppm), zero-padded as in
+    :func:`_solve_susceptibility`, with ``chi`` continued beyond ``faces`` when given."""
+    from qsmkit import fft
+    from qsmkit.geometry import crop, fast_shape, pad_to
+    from qsmkit.kernels import dipole_kernel
+
+    shape = np.shape(chi)
+    grid = fast_shape(shape, _pads(shape, voxel_size))
+    kernel = dipole_kernel(grid, voxel_size, b0_dir, half=True)
+    padded, sl = pad_to(np.asarray(chi, np.float32), grid)
+    if faces:
+        padded = _continue_beyond(padded, sl, faces, _depth_voxels(depth_mm, voxel_size))
+    return crop(fft.irfftn(fft.rfftn(padded) * kernel, grid), sl).astype(np.float32)
+
+
+def own_field_estimates(local_ppm, chi, weight, rois, used, voxel_size, b0_dir, *,
+                        model_faces=(), depth_mm=None, region_faces=(),
+                        sd_ppm: float | None = None) -> dict:
+    """Each region's susceptibility from its own field alone.
+
+    In the joint fit a region of low weight (iron has taken its signal) is steered by the
+    misfit of the well-measured tissue around it, through the field it makes there; that
+    misfit is largest where the model of the anatomy is wrong (the slab's faces, air). Here
+    each region is refitted to its own voxels only (``used``, e.g. without a guard band at the
+    faces), the field of everything else held at the joint fit ``chi`` (model of
+    :func:`_solve_susceptibility`: continued beyond ``model_faces``):
+    ``chi_R = sum(w^2 (f - f_rest) g) / sum(w^2 g^2)``, where ``g`` is the field of the region
+    at unit susceptibility, continued beyond the ``region_faces`` it reaches (the joint fit's
+    own model of the slab by default, so that both estimates read the same geometry).
+    ``sd_ppm`` is the field SD (ppm) of a voxel of weight 1: the standard error is
+    ``sd_ppm / sqrt(sum(w^2 g^2))``.
+
+    Returns ``{label: (chi_ppm, se_ppm)}`` (``se_ppm`` NaN without ``sd_ppm``).
+    """
+    rois = np.asarray(rois)
+    model = _tissue_field(chi, voxel_size, b0_dir, model_faces, depth_mm)
+    w2 = np.where(used, np.asarray(weight, float), 0.0) ** 2
+    out = {}
+    for label in [int(v) for v in np.unique(rois) if v > 0]:
+        region = rois == label
+        use = region & used
+        if not use.any():
+            out[label] = (float("nan"), float("nan"))
+            continue
+        unit = region.astype(np.float32)
+        chi_r = float(np.mean(np.asarray(chi)[region]))
+        rest = model[use] - chi_r * _tissue_field(unit, voxel_size, b0_dir, model_faces,
+                                                  depth_mm)[use]
+        g = _tissue_field(unit, voxel_size, b0_dir, region_faces)[use].astype(float)
+        info = float(np.sum(w2[use] * g**2))
+        if not info > 0:
+            out[label] = (float("nan"), float("inf"))
+            continue
+        value = float(np.sum(w2[use] * (local_ppm[use] - rest) * g)) / info
+        se = float(sd_ppm) / np.sqrt(info) if sd_ppm is not None else float("nan")
+        out[label] = (value, se)
+    return out
+
+
+def _refit_regions_to_own_field(chi, local_ppm, mask, weight, rois, voxel_size, b0_dir, faces,
+                                depth_mm, *, guard, sd_ppm, se_limit_ppm):
+    """Apply :func:`own_field_estimates` to the regions of ``chi`` (returns chi, info)."""
+    used = mask & ~guard & (np.asarray(weight) > 0)
+    estimates = own_field_estimates(local_ppm, chi, weight, rois, used, voxel_size, b0_dir,
+                                    model_faces=faces, depth_mm=depth_mm,
+                                    region_faces=faces, sd_ppm=sd_ppm)
+    chi = np.array(chi, dtype=np.float64)
+    info = {}
+    for label, (value, se) in estimates.items():
+        applied = bool(np.isfinite(value)
+                       and se <= max(se_limit_ppm, OWN_FIELD_SE_FRACTION * abs(value)))
+        region = np.asarray(rois) == label
+        joint = float(np.mean(chi[region]))
+        if applied:
+            chi[region] = value
+        info[str(label)] = {"joint_ppm": joint, "own_ppm": value, "se_ppm": se,
+                            "applied": applied}
+    return chi, info
 
 
 def _registered(package, name: str, what: str, own: str):
@@ -363,6 +490,10 @@ def liver_qsm(
     continue_body: bool = False,
     continue_mm: float | None = None,
     face_guard_mm: float = 0.0,
+    beyond_mm: float = 0.0,
+    own_field: bool = True,
+    weight_sd_hz: float | None = None,
+    own_field_se_limit_ppm: float = OWN_FIELD_SE_LIMIT_PPM,
 ) -> LiverQSM:
     """Liver susceptibility from a chemical-shift-free field map.
 
@@ -405,6 +536,19 @@ def liver_qsm(
     b0_tesla : float, T
     weight : (X, Y, Z) float, optional — data weight
     rois : (X, Y, Z) int, optional — regions of constant susceptibility (e.g. liver labels)
+    face_guard_mm : data within this distance of the faces the body runs through are left
+        out of the fit (:func:`face_band`) and of the reference mean
+    own_field : with ``background="air"`` and ``rois``, refit each region to its own field
+        (:func:`own_field_estimates`) and keep that value where its standard error is at
+        most ``own_field_se_limit_ppm``; ``info["own_field"]`` lists every region's
+        correction, standard error and whether it was applied
+    weight_sd_hz : field SD (Hz) of a voxel of weight 1, for those standard errors (without
+        it no region is refitted)
+    beyond_mm : with ``background="air"``, also fit free sources in a layer this deep beyond
+        each face the body runs through (:func:`continuing_faces`), as PDF does outside a
+        brain (Liu 2011): the continuation of the slab's tissue and the lung bases over the
+        liver dome. Their field is harmonic inside the slab, so it cannot mimic a region's
+        own field away from the faces; it is part of the background
 
     References
     ----------
@@ -412,6 +556,8 @@ def liver_qsm(
     method for quantitative susceptibility mapping. Magn Reson Med 2017;78:303-315.
     Hernando D, Cook RJ, Diamond C, Reeder SB. Magnetic susceptibility as a B0 field strength
     independent MRI biomarker of liver iron overload. Magn Reson Med 2013;70:648-656.
+    Liu T, Khalidov I, de Rochefort L, et al. A novel background field removal method for MRI
+    using projection onto dipole fields (PDF). NMR Biomed 2011;24:1129-1136.
     """
     from qsmkit.units import hz_to_ppm
 
@@ -439,6 +585,7 @@ def liver_qsm(
     if face_guard_mm > 0 and w is not None:
         w = w * ~face_band(mask, voxel_size, face_guard_mm)
     info = {"background": background, "invert": invert, "lam": lam,
+            "face_guard_mm": float(face_guard_mm), "beyond_mm": float(beyond_mm),
             "continued_faces": [[int(a), int(s)] for a, s in faces],
             "roi_labels": [] if rois is None else [int(v) for v in np.unique(rois) if v > 0]}
     referenced_to = None
@@ -454,13 +601,21 @@ def liver_qsm(
             columns = air_field_ppm(mask, voxel_size, bdir, separate=True,
                                     faces=faces, depth_mm=continue_mm) + columns
             data = field_ppm
-        chi, coef, its = _solve_susceptibility(
+        chi, coef, its, outer_field = _solve_susceptibility(
             data, mask, voxel_size, bdir, w, rois, columns, lam=lam, tol=tol,
             max_iter=max_iter, faces=faces, depth_mm=continue_mm,
+            beyond=continuing_faces(mask) if beyond_mm > 0 else (), beyond_mm=beyond_mm,
         )
-        background_ppm = field_ppm - data + sum(c * col for c, col in zip(coef, columns,
-                                                                          strict=True))
+        background_ppm = field_ppm - data + outer_field + sum(
+            c * col for c, col in zip(coef, columns, strict=True))
         local_ppm = np.where(mask, field_ppm - background_ppm, 0.0)
+        if own_field and rois is not None and weight_sd_hz is not None and w is not None:
+            chi, info["own_field"] = _refit_regions_to_own_field(
+                chi, local_ppm, mask, w, rois, voxel_size, bdir, faces,
+                continue_mm, guard=face_band(mask, voxel_size, face_guard_mm)
+                if face_guard_mm > 0 else np.zeros(mask.shape, bool),
+                sd_ppm=float(hz_to_ppm(weight_sd_hz, b0_tesla)),
+                se_limit_ppm=own_field_se_limit_ppm)
         info.update(air=air, harmonic_order=harmonic_order, iterations=int(its),
                     background_coefficients=[float(c) for c in coef])
         if air == "free":
@@ -479,7 +634,7 @@ def liver_qsm(
         local_ppm = np.where(qmask, hz_to_ppm(np.asarray(bg.field_hz, float), b0_tesla), 0.0)
         w_q = None if w is None else np.where(qmask, w, 0.0)
         if invert == "wls":
-            chi, _, its = _solve_susceptibility(
+            chi, _, its, _ = _solve_susceptibility(
                 local_ppm, qmask, voxel_size, bdir, w_q, rois, _harmonics(qmask.shape,
                                                                           voxel_size, 0),
                 lam=lam, tol=tol, max_iter=max_iter, faces=faces,
@@ -498,6 +653,9 @@ def liver_qsm(
     chi = np.asarray(chi, dtype=np.float64)
     if reference_mask is not None:
         ref = np.asarray(reference_mask, dtype=bool) & qmask
+        if face_guard_mm > 0 and (ref & ~face_band(qmask, voxel_size, face_guard_mm)).any():
+            # χ in the guard band is not fitted to data: the reference is taken inside
+            ref &= ~face_band(qmask, voxel_size, face_guard_mm)
         if not ref.any():
             raise InputError(
                 "the QSM reference region has no voxel inside the analysed mask; choose "

@@ -24,9 +24,11 @@ Inputs as for `qsmkit run`: a DICOM folder, a BIDS subject folder, or --mag/--ph
 Outputs in OUTDIR: water.nii.gz, fat.nii.gz, pdff.nii.gz (%), field_hz.nii.gz,
 r2star.nii.gz (1/s), r2star_in_range.nii.gz, chi.nii.gz (ppm), lic_r2star.nii.gz and
 lic_qsm.nii.gz (mg Fe/g dw), regions.nii.gz, liver.tsv (one row per --labels region, or one
-for the automatically found liver; a region whose signal has decayed before the third echo is
-measured by one pooled fit of its voxels, never dropped, and its row flags what could not be
-measured), liver_maps.png, liver_lic.png and qsmkit.json.
+for the automatically found liver: its PDFF from one pooled complex fit of its voxels, its
+R2* from that pooled fit where the signal has decayed before the third echo, its χ refitted
+to its own field with a standard error; a region is never dropped, and its row flags what
+could not be measured), liver_maps.png, liver_lic.png and qsmkit.json. Data within 8 mm of
+the faces that the body runs through (a slab through a longer body) are not fitted.
 
 examples:
   qsmkit liver --mag mag.nii.gz --phase phase.nii.gz -o out/
