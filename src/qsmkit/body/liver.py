@@ -519,14 +519,22 @@ def analyse_liver(
     silent = _silent_regions(regions, qsm.info) if face_guard_mm > 0 else []
     if silent and roi_constant:
         # a region without signal is known only by the field it makes around it, which
-        # includes the slab's faces: its value comes from the fit without the guard band
-        unguarded = liver_qsm(field_hz, body, voxel_size, face_guard_mm=0.0, **qsm_args)
+        # reaches the slab's faces: its value comes from a fit of all the data with no
+        # sources beyond the faces (which would explain that field away), brought to the
+        # level of the main fit by the regions both fits measure
+        unguarded = liver_qsm(field_hz, body, voxel_size,
+                              **{**qsm_args, "face_guard_mm": 0.0, "beyond_mm": 0.0})
         chi_map = qsm.chi_ppm.copy()
+        shifts = [float(np.mean(qsm.chi_ppm[reg]) - np.mean(unguarded.chi_ppm[reg]))
+                  for label, region in regions.items() if label not in silent
+                  for reg in [np.asarray(region, bool) & qsm.mask] if reg.any()]
+        shift = float(np.median(shifts)) if shifts else 0.0
         for label in silent:
             reg = np.asarray(regions[label], bool) & qsm.mask
-            chi_map[reg] = unguarded.chi_ppm[reg]
+            chi_map[reg] = unguarded.chi_ppm[reg] + np.float32(shift)
         qsm = dataclasses.replace(qsm, chi_ppm=chi_map, info={
-            **qsm.info, "regions_from_unguarded_fit": [str(s) for s in silent]})
+            **qsm.info, "regions_from_unguarded_fit": [str(s) for s in silent],
+            "unguarded_fit_shift_ppm": shift})
     lic_r2 = np.where(body, cal.lic(r2), 0).astype(np.float32)
     lic_q = np.where(qsm.mask, lic_from_chi(qsm.chi_ppm, pdff, slope_ppm=slope), 0)
     analysis = LiverAnalysis(
