@@ -188,6 +188,15 @@ class NoduleResult:
     parameters: NoduleParameters = field(default_factory=NoduleParameters)
 
 
+
+def _rejection(comp, voxels: int, diameter_mm: float, reason: str) -> dict:
+    """A rejected candidate as listed in ``nodules.json``."""
+    from scipy import ndimage
+
+    return {"voxels": int(voxels), "diameter_mm": round(float(diameter_mm), 1),
+            "centroid_voxel": [int(round(c)) for c in ndimage.center_of_mass(comp)],
+            "reason": reason}
+
 def _sigma_vox(sigma_mm: float, voxel_size) -> np.ndarray:
     return np.asarray(sigma_mm, float) / np.asarray(voxel_size, float)
 
@@ -604,10 +613,7 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
                 reason = (f"R2* contrast below {params.min_r2star_ratio:g}x "
                           f"({r2_ratio_of(comp):.2f})")
         if reason is not None:
-            rejected.append({"voxels": nvox, "diameter_mm": round(diameter_mm, 1),
-                             "centroid_voxel": [int(round(c))
-                                                for c in ndimage.center_of_mass(comp)],
-                             "reason": reason})
+            rejected.append(_rejection(comp, nvox, diameter_mm, reason))
             continue
         zc = float(np.mean(z_chi[comp]))
         zr = float(np.mean(z_r2[comp]))
@@ -619,12 +625,10 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
         signed = dominant * np.sign(zc if chi_rules else zr)
         comp = comp & (signed >= 0.5 * np.percentile(signed[comp], 95))
         if fluid_r2 is not None and float(np.median(r2[comp])) < fluid_r2:
-            rejected.append({"voxels": nvox, "diameter_mm": round(diameter_mm, 1),
-                             "centroid_voxel": [int(round(c))
-                                                for c in ndimage.center_of_mass(comp)],
-                             "reason": f"fluid, not liver tissue (cyst, bile duct, vessel): "
-                                       f"median R2* {float(np.median(r2[comp])):.0f} 1/s "
-                                       f"below {fluid_r2:.0f} 1/s"})
+            rejected.append(_rejection(
+                comp, nvox, diameter_mm,
+                f"fluid, not liver tissue (cyst, bile duct, vessel): median R2* "
+                f"{float(np.median(r2[comp])):.0f} 1/s below {fluid_r2:.0f} 1/s"))
             continue
         volume_ml = int(comp.sum()) * voxel_ml
         diameter_mm = float((6 * volume_ml * 1000 / np.pi) ** (1 / 3))
@@ -657,12 +661,10 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
         if not may_split and cls == "indeterminate":
             # a thick part of a vessel tree (a junction) is dark on R2* like an iron-sparing
             # nodule; a nodule touching a vessel must show its own susceptibility contrast
-            rejected.append({"voxels": int(comp.sum()), "diameter_mm": round(diameter_mm, 1),
-                             "centroid_voxel": [int(round(c))
-                                                for c in ndimage.center_of_mass(comp)],
-                             "reason": f"part cut from a tubular candidate (vessel tree) "
-                                       f"without a susceptibility contrast of its own "
-                                       f"(z_chi {zc:+.1f}, z_R2* {zr:+.1f})"})
+            rejected.append(_rejection(
+                comp, int(comp.sum()), diameter_mm,
+                f"part cut from a tubular candidate (vessel tree) without a susceptibility "
+                f"contrast of its own (z_chi {zc:+.1f}, z_R2* {zr:+.1f})"))
             continue
         r2_med = float(np.median(r2[comp]))
         pdff = (float(np.mean(np.asarray(pdff_percent)[comp])) if pdff_percent is not None
