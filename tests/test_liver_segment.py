@@ -1,0 +1,73 @@
+"""Automatic liver (qsmkit.body.segment.find_liver) on independently built abdomens: a
+textured cirrhotic liver with focal nodules (tests/independent_cirrhosis.py) and a liver of
+LIC 1-35 mg/g x PDFF 0-30 % patches (tests/independent_abdomen.py). Issue 13: nodules must be
+found without a drawn liver, so the automatic liver must hold the textured organ and its
+nodules, and iron-rich parts must not be cut off."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from independent_abdomen import TISSUE_CODES, make_abdomen_phantom
+from independent_cirrhosis import make_cirrhosis_phantom
+from qsmkit.body.fatwater import FatWaterModel
+from qsmkit.body.segment import body_mask, find_liver
+
+
+def _maps(ph):
+    mag = ph.magnitude
+    support = mag[..., 0] > 0.05 * np.percentile(mag[..., 0], 99)
+    fit = FatWaterModel(ph.echo_times_s, ph.b0_tesla).fit(mag, ph.phase, mask=support)
+    body = body_mask(mag[..., 0], fit.noise_sd) & support
+    pdff = np.where(body, fit.pdff_percent, 0)
+    r2 = np.where(body, fit.r2star_per_s, 0)
+    return fit.s0, pdff, r2, body
+
+
+def _dice(a, b):
+    return 2.0 * (a & b).sum() / (a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def cirrhosis():
+    ph = make_cirrhosis_phantom(shape=(64, 64, 6), voxel_mm=(4.0, 4.0, 4.0), b0_tesla=1.5,
+                                seed=3)
+    return ph, _maps(ph)
+
+
+def test_textured_cirrhotic_liver_found_whole(cirrhosis):
+    ph, (s0, pdff, r2, body) = cirrhosis
+    found = find_liver(s0, pdff, r2, body, ph.voxel_mm, affine=ph.affine)
+    truth = ph.liver_mask
+    # the liver mask counts voxels at least half liver, the automatic one is eroded by a
+    # voxel (4 mm here): 0.89 measured; the growth on the seed's statistics of before, which
+    # the nodular texture broke up, gave 0.40
+    assert _dice(found, truth) >= 0.8
+    assert (found & truth).sum() / found.sum() >= 0.97  # no leak into wall, spleen, kidney
+    tissue = ph.tissue[found & ~truth]
+    for organ in ("spleen", "kidney", "wall", "sat"):
+        assert (tissue == TISSUE_CODES[organ]).sum() <= 0.01 * found.sum(), organ
+    # focal nodules of other iron and fat are part of the organ
+    held = [(found & (ph.structures == k)).sum() / max((ph.structures == k).sum(), 1)
+            for k in range(1, len(ph.nodules) + 1)]
+    assert sum(h >= 0.9 for h in held) >= 6, held  # 7 of 8 measured; before: none
+
+
+def test_iron_rich_liver_parts_stay():
+    # the patches are 10 mm squares: a finer grid than the cirrhotic liver's
+    ph = make_abdomen_phantom(shape=(96, 96, 6), voxel_mm=(2.67, 2.67, 4.0), b0_tesla=1.5,
+                              seed=5)
+    s0, pdff, r2, body = _maps(ph)
+    # the abdomen puts the liver at negative x with a RAS affine: flip the first axis so
+    # that the liver lies on the subject's right, as in a patient
+    affine = ph.affine.copy()
+    affine[0] *= -1
+    found = find_liver(s0, pdff, r2, body, ph.voxel_mm, affine=affine)
+    truth = ph.liver_mask
+    assert _dice(found, truth) >= 0.9  # 0.96 measured; before: 0.005
+    assert (found & truth).sum() / found.sum() >= 0.97
+    # LIC 20 and 35 patches: all held (measured 1.00; before: none)
+    iron = [p["label"] for p in ph.patches if p["lic_mg_per_g"] >= 20]
+    patch = np.isin(ph.patch_labels, iron) & truth
+    assert (found & patch).sum() >= 0.9 * patch.sum()
