@@ -86,7 +86,7 @@ def _close_in_slices(mask, voxel_size, radius_mm: float, thin_axis: int) -> np.n
 
 def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, affine=None,
                tolerance: float = 0.25, iterations: int = 4,
-               close_mm: float = 10.0) -> np.ndarray:
+               close_mm: float = 10.0, r2star_fat_blind_per_s: float = 400.0) -> np.ndarray:
     """Heuristic automatic liver region (use ``--labels`` for reliable results).
 
     The liver is grown from the deepest point of the water-dominant tissue on the subject's
@@ -103,9 +103,11 @@ def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, aff
       (liver of a different fat content stays; fatty marrow and adipose tissue do not),
     * their log R2* is not more than ``max(2 tolerance, 3 s)`` below the region's median
       (spleen and kidney have less iron than liver); voxels above that by as much join
-      whatever their fitted PDFF, so long as their proton density is more than half the
-      region's: where iron makes R2* high the fitted fat fraction and proton density lose
-      accuracy, and iron-rich parts of the liver must not be cut off,
+      whatever their fitted proton density, so long as it is more than half the region's,
+      and whatever their fitted PDFF where R2* exceeds ``r2star_fat_blind_per_s`` (default
+      400 1/s, T2* 2.5 ms: the fat-water fit of clinical echo trains loses the fat
+      fraction there; elsewhere they must be water-dominant): iron-rich parts of the liver
+      must not be cut off,
 
     and the statistics are recomputed from the grown region (``iterations`` times at most).
     Enclosed holes (focal nodules of other iron or fat, vessels, cysts) are filled, in 3D
@@ -160,7 +162,8 @@ def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, aff
             & (np.abs(pdff_m - med_ff) < max(25.0, 3.0 * sd_ff))
             & (log_r2_m - med_r2 > -tol_r2)
         )
-        iron_rich = inside & (log_r2_m - med_r2 > tol_r2) & (log_pd - med_pd > np.log(0.5))
+        iron_rich = ((tissue | (inside & (log_r2_m > np.log(r2star_fat_blind_per_s))))
+                     & (log_r2_m - med_r2 > tol_r2) & (log_pd - med_pd > np.log(0.5)))
         similar = ndimage.binary_opening(similar | iron_rich)
         lab, _ = ndimage.label(similar)
         near = lab[sl][lab[sl] > 0]
