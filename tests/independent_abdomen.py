@@ -294,6 +294,29 @@ def _block_mode(labels, factor, mixed=0):
     return np.where(lo == hi, lo, mixed)
 
 
+def gre_signal(pd, pdff, r2w, r2f, field_hz, echo_times_s, b0_tesla, shape, oversample,
+               fat_ndb: float = 2.9) -> np.ndarray:
+    """Noise-free multi-echo GRE signal (X, Y, Z, E) complex64 on the acquisition grid:
+    water and fat (:func:`fat_spectrum`) with their R2* on the fine grid, dephased by the
+    field (Hz), averaged over each acquisition voxel, times a smooth receiver phase."""
+    shifts_ppm, amps = fat_spectrum(fat_ndb)
+    fat_hz = shifts_ppm * GAMMA_BAR_MHZ_PER_T * b0_tesla
+    gx, gy, gz = np.meshgrid(*(np.linspace(-1, 1, int(k)) for k in shape), indexing="ij")
+    rx_phase = (0.8 * np.cos(1.3 * gx + 0.4) + 0.6 * np.sin(1.1 * gy - 0.2) + 0.2 * gz
+                + 0.3).astype(np.float32)
+    w = pd * (1.0 - pdff / 100.0)
+    f = pd * pdff / 100.0
+    factor = (oversample, oversample, oversample)
+    te = np.asarray(echo_times_s, float)
+    signal = np.empty(tuple(shape) + (te.size,), np.complex64)
+    for e, t in enumerate(te):
+        fat_sum = np.sum(amps * np.exp(2j * np.pi * fat_hz * t))
+        s = (w * np.exp(-r2w * t) + f * fat_sum * np.exp(-r2f * t)) * np.exp(
+            2j * np.pi * field_hz * t)
+        signal[..., e] = _block_mean(s.astype(np.complex64), factor) * np.exp(1j * rx_phase)
+    return signal
+
+
 def make_abdomen_phantom(
     shape=(128, 128, 16),
     voxel_mm=(2.0, 2.0, 4.0),
@@ -343,21 +366,10 @@ def make_abdomen_phantom(
     field_hz = field_hz - np.median(field_hz[body_water])  # scanner centre frequency
 
     shifts_ppm, amps = fat_spectrum(fat_ndb)
-    fat_hz = shifts_ppm * GAMMA_BAR_MHZ_PER_T * b0_tesla
     rng = np.random.default_rng(seed)
-    n = np.array(shape, float)
-    gx, gy, gz = np.meshgrid(*(np.linspace(-1, 1, int(k)) for k in n), indexing="ij")
-    rx_phase = (0.8 * np.cos(1.3 * gx + 0.4) + 0.6 * np.sin(1.1 * gy - 0.2) + 0.2 * gz
-                + 0.3).astype(np.float32)
-    w = pd * (1.0 - pdff / 100.0)
-    f = pd * pdff / 100.0
     factor = (oversample, oversample, oversample)
-    signal = np.empty(shape + (te.size,), np.complex64)
-    for e, t in enumerate(te):
-        fat_sum = np.sum(amps * np.exp(2j * np.pi * fat_hz * t))
-        s = (w * np.exp(-r2w * t) + f * fat_sum * np.exp(-r2f * t)) * np.exp(
-            2j * np.pi * field_hz * t)
-        signal[..., e] = _block_mean(s.astype(np.complex64), factor) * np.exp(1j * rx_phase)
+    signal = gre_signal(pd, pdff, r2w, r2f, field_hz, te, b0_tesla, shape, oversample,
+                        fat_ndb)
     labels = _block_mode(labels_c, factor).astype(np.int16)
     tissue = _block_mode(tissue_c.astype(np.int16), factor, mixed=-1).astype(np.int8)
     liver_mask = _block_mean((tissue_c == TISSUE_CODES["liver"]).astype(np.float32),

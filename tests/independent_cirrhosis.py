@@ -54,6 +54,7 @@ from independent_abdomen import (
     _segment,
     dipole_field_ppm,
     fat_spectrum,
+    gre_signal,
 )
 
 DCHI_DEOXY_PPM = 3.39  # Spees 2001: 0.27 ppm cgs x 4 pi, fully deoxygenated vs oxygenated RBC
@@ -264,19 +265,8 @@ def make_cirrhosis_phantom(
     field_hz = field_hz - np.median(field_hz[body_water])  # scanner centre frequency
 
     shifts_ppm, amps = fat_spectrum()
-    fat_hz = shifts_ppm * GAMMA_BAR_MHZ_PER_T * b0_tesla
-    gx, gy, gz = np.meshgrid(*(np.linspace(-1, 1, k) for k in shape), indexing="ij")
-    rx_phase = (0.8 * np.cos(1.3 * gx + 0.4) + 0.6 * np.sin(1.1 * gy - 0.2) + 0.2 * gz
-                + 0.3).astype(np.float32)
-    w = pd * (1.0 - pdff / 100.0)
-    f = pd * pdff / 100.0
     factor = (oversample,) * 3
-    signal = np.empty(shape + (te.size,), np.complex64)
-    for e, t in enumerate(te):
-        fat_sum = np.sum(amps * np.exp(2j * np.pi * fat_hz * t))
-        s = (w * np.exp(-r2w * t) + f * fat_sum * np.exp(-r2f * t)) * np.exp(
-            2j * np.pi * field_hz * t)
-        signal[..., e] = _block_mean(s.astype(np.complex64), factor) * np.exp(1j * rx_phase)
+    signal = gre_signal(pd, pdff, r2w, r2f, field_hz, te, b0_tesla, shape, oversample)
     liver_frac = _block_mean(liver_c.astype(np.float32), factor)
     liver_mask = liver_frac >= 0.5
     # structure labels: majority of the coarse voxel
