@@ -84,13 +84,22 @@ def _close_in_slices(mask, voxel_size, radius_mm: float, thin_axis: int) -> np.n
     return closed[tuple(slice(p0, n - p1) for (p0, p1), n in zip(pad, padded.shape, strict=True))]
 
 
+LEFT_ORGAN_RATIO = 2.0
+""":func:`find_liver` takes a separate organ grown on the subject's left instead of the one
+on the right when it is more than twice as large: the liver (about 1.5 L) is several times a
+normal spleen (about 0.2 L), while a wrong affine puts the liver on the left."""
+
+
 def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, affine=None,
                tolerance: float = 0.25, iterations: int = 4,
                close_mm: float = 10.0, r2star_fat_blind_per_s: float = 400.0) -> np.ndarray:
     """Heuristic automatic liver region (use ``--labels`` for reliable results).
 
     The liver is grown from the deepest point of the water-dominant tissue on the subject's
-    right (world +x of the RAS affine; array axis 0 increasing when no affine is given) on
+    right (world +x of the RAS affine; array axis 0 increasing when no affine is given), and
+    an organ is grown from the left as well: that one is taken when the growth from the right
+    has leaked into it or when, separate, it is more than :data:`LEFT_ORGAN_RATIO` times as
+    large (an affine whose sides are wrong puts the liver on the left). The growth runs on
     median-filtered (3 voxels per axis) proton density, PDFF and log R2*, so that the texture
     of a cirrhotic liver (regenerative nodules, septa) and the noise do not break it up.
     The growth is a region-statistics one (Adams & Bischof 1994, robust variant): starting
@@ -143,39 +152,61 @@ def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, aff
         world_x = idx[:, 0]
     world_x = world_x.reshape(body.shape)
     centre = np.median(world_x[body])
-    right = tissue & (depth > 15.0) & (world_x > centre)
-    if right.sum() < 10:
-        raise InputError("cannot find the liver automatically; give --labels with a liver mask")
-    inner = ndimage.distance_transform_edt(right, sampling=vs)
-    seed = np.unravel_index(int(np.argmax(inner)), body.shape)
-    sl = tuple(slice(max(0, c - 2), c + 3) for c in seed)
-    region = np.zeros(body.shape, bool)
-    region[sl] = right[sl]
-    for step in range(max(1, int(iterations))):
-        med_pd, sd_pd = np.median(log_pd[region]), _robust_sd(log_pd[region])
-        med_ff, sd_ff = np.median(pdff_m[region]), _robust_sd(pdff_m[region])
-        med_r2, sd_r2 = np.median(log_r2_m[region]), _robust_sd(log_r2_m[region])
-        tol_r2 = max(2.0 * tolerance, 3.0 * sd_r2)
-        similar = (
-            tissue
-            & (np.abs(log_pd - med_pd) < min(tolerance, max(0.05, 3.0 * sd_pd)))
-            & (np.abs(pdff_m - med_ff) < max(25.0, 3.0 * sd_ff))
-            & (log_r2_m - med_r2 > -tol_r2)
-        )
-        iron_rich = ((tissue | (inside & (log_r2_m > np.log(r2star_fat_blind_per_s))))
-                     & (log_r2_m - med_r2 > tol_r2) & (log_pd - med_pd > np.log(0.5)))
-        similar = ndimage.binary_opening(similar | iron_rich)
-        lab, _ = ndimage.label(similar)
-        near = lab[sl][lab[sl] > 0]
-        if near.size == 0:
-            if step > 0:
+    deep = tissue & (depth > 15.0)
+
+    def grow(side):
+        """The region grown from the deepest point of ``side`` and that point (None, None if
+        there is none)."""
+        if side.sum() < 10:
+            return None, None
+        inner = ndimage.distance_transform_edt(side, sampling=vs)
+        seed = np.unravel_index(int(np.argmax(inner)), body.shape)
+        sl = tuple(slice(max(0, c - 2), c + 3) for c in seed)
+        region = np.zeros(body.shape, bool)
+        region[sl] = side[sl]
+        for step in range(max(1, int(iterations))):
+            med_pd, sd_pd = np.median(log_pd[region]), _robust_sd(log_pd[region])
+            med_ff, sd_ff = np.median(pdff_m[region]), _robust_sd(pdff_m[region])
+            med_r2, sd_r2 = np.median(log_r2_m[region]), _robust_sd(log_r2_m[region])
+            tol_r2 = max(2.0 * tolerance, 3.0 * sd_r2)
+            similar = (
+                tissue
+                & (np.abs(log_pd - med_pd) < min(tolerance, max(0.05, 3.0 * sd_pd)))
+                & (np.abs(pdff_m - med_ff) < max(25.0, 3.0 * sd_ff))
+                & (log_r2_m - med_r2 > -tol_r2)
+            )
+            iron_rich = ((tissue | (inside & (log_r2_m > np.log(r2star_fat_blind_per_s))))
+                         & (log_r2_m - med_r2 > tol_r2) & (log_pd - med_pd > np.log(0.5)))
+            similar = ndimage.binary_opening(similar | iron_rich)
+            lab, _ = ndimage.label(similar)
+            near = lab[sl][lab[sl] > 0]
+            if near.size == 0:
+                return (region, seed) if step > 0 else (None, None)
+            grown = lab == np.bincount(near).argmax()
+            if np.array_equal(grown, region):
                 break
-            raise InputError("cannot find the liver automatically; give --labels with a "
-                             "liver mask")
-        grown = lab == np.bincount(near).argmax()
-        if np.array_equal(grown, region):
-            break
-        region = grown
+            region = grown
+        return region, seed
+
+    # the liver is on the subject's right. The organ grown from the left (the spleen, or the
+    # liver itself when the affine's sides are wrong) is taken instead when the growth from
+    # the right has leaked into it (it holds the left seed, not the other way round), or when
+    # the two are separate and the left one is clearly the larger: the liver is several
+    # times the volume of a normal spleen
+    region, seed_r = grow(deep & (world_x > centre))
+    other, seed_l = grow(deep & (world_x <= centre))
+    if other is not None:
+        if region is None:
+            region = other
+        else:
+            right_holds_left, left_holds_right = bool(region[seed_l]), bool(other[seed_r])
+            if right_holds_left and not left_holds_right:
+                region = other
+            elif not (right_holds_left or left_holds_right) and (
+                    other.sum() > LEFT_ORGAN_RATIO * region.sum()):
+                region = other
+    if region is None:
+        raise InputError("cannot find the liver automatically; give --labels with a liver mask")
     thin = int(np.argmin(np.asarray(body.shape) * vs))  # the slab axis (shortest in mm)
     liver = _fill_enclosed(region, thin)
     if close_mm > 0:
