@@ -377,20 +377,24 @@ def _solve_susceptibility(field_ppm, mask, voxel_size, b0_dir, weight, rois, col
     return np.where(mask, chi, 0.0).astype(np.float32), coef[:n_bg], iterations, outer_field
 
 
-def _tissue_field(chi, voxel_size, b0_dir, faces=(), depth_mm=None) -> np.ndarray:
-    """Dipole field (ppm) inside the grid of ``chi`` (ppm), zero-padded as in
-    :func:`_solve_susceptibility`, with ``chi`` continued beyond ``faces`` when given."""
+def _tissue_field_operator(shape, voxel_size, b0_dir):
+    """``field(chi, faces=(), depth_mm=None)``: the dipole field (ppm) inside the grid of
+    ``chi`` (ppm), zero-padded as in :func:`_solve_susceptibility`, with ``chi`` continued
+    beyond ``faces`` when given; the padded grid and kernel are built once."""
     from qsmkit import fft
     from qsmkit.geometry import crop, fast_shape, pad_to
     from qsmkit.kernels import dipole_kernel
 
-    shape = np.shape(chi)
-    grid = fast_shape(shape, _pads(shape, voxel_size))
+    grid = fast_shape(tuple(shape), _pads(tuple(shape), voxel_size))
     kernel = dipole_kernel(grid, voxel_size, b0_dir, half=True)
-    padded, sl = pad_to(np.asarray(chi, np.float32), grid)
-    if faces:
-        padded = _continue_beyond(padded, sl, faces, _depth_voxels(depth_mm, voxel_size))
-    return crop(fft.irfftn(fft.rfftn(padded) * kernel, grid), sl).astype(np.float32)
+
+    def field(chi, faces=(), depth_mm=None):
+        padded, sl = pad_to(np.asarray(chi, np.float32), grid)
+        if faces:
+            padded = _continue_beyond(padded, sl, faces, _depth_voxels(depth_mm, voxel_size))
+        return crop(fft.irfftn(fft.rfftn(padded) * kernel, grid), sl).astype(np.float32)
+
+    return field
 
 
 def own_field_estimates(local_ppm, chi, weight, rois, used, voxel_size, b0_dir, *,
@@ -413,7 +417,8 @@ def own_field_estimates(local_ppm, chi, weight, rois, used, voxel_size, b0_dir, 
     Returns ``{label: (chi_ppm, se_ppm)}`` (``se_ppm`` NaN without ``sd_ppm``).
     """
     rois = np.asarray(rois)
-    model = _tissue_field(chi, voxel_size, b0_dir, model_faces, depth_mm)
+    field = _tissue_field_operator(rois.shape, voxel_size, b0_dir)
+    model = field(chi, model_faces, depth_mm)
     w2 = np.where(used, np.asarray(weight, float), 0.0) ** 2
     out = {}
     for label in [int(v) for v in np.unique(rois) if v > 0]:
@@ -424,9 +429,10 @@ def own_field_estimates(local_ppm, chi, weight, rois, used, voxel_size, b0_dir, 
             continue
         unit = region.astype(np.float32)
         chi_r = float(np.mean(np.asarray(chi)[region]))
-        rest = model[use] - chi_r * _tissue_field(unit, voxel_size, b0_dir, model_faces,
-                                                  depth_mm)[use]
-        g = _tissue_field(unit, voxel_size, b0_dir, region_faces)[use].astype(float)
+        g_model = field(unit, model_faces, depth_mm)[use]
+        rest = model[use] - chi_r * g_model
+        g = (g_model if list(region_faces) == list(model_faces)
+             else field(unit, region_faces)[use]).astype(float)
         info = float(np.sum(w2[use] * g**2))
         if not info > 0:
             out[label] = (float("nan"), float("inf"))
