@@ -139,9 +139,11 @@ def _figures(stage: Path, analysis, affine, rows) -> list[str]:
     return ["liver_maps.png", "liver_lic.png"]
 
 
-def _nodules(stage: Path, analysis, labels, voxel_size, affine, b0_dir) -> list[str]:
+def _nodules(stage: Path, analysis, labels, voxel_size, affine, b0_dir, *,
+             to_input=None) -> list[str]:
     """Nodule detection inside the liver (the --labels regions, or the automatic liver with
-    its holes filled, since the automatic liver leaves out tissue unlike its seed)."""
+    its holes filled, since the automatic liver leaves out tissue unlike its seed);
+    ``to_input`` puts a map back on the input grid of ``affine`` (see :func:`b0_axis_last`)."""
     import numpy as np
     from scipy import ndimage
 
@@ -169,6 +171,14 @@ def _nodules(stage: Path, analysis, labels, voxel_size, affine, b0_dir) -> list[
                           b0_dir=b0_dir)
     names = write_thumbnails(stage, result, analysis.chi_ppm, analysis.r2star_per_s, liver,
                              voxel_size)
+    if to_input is not None:  # voxel indices and ids on the input grid
+        import dataclasses
+
+        result = dataclasses.replace(result, labels=to_input(result.labels), nodules=[
+            dataclasses.replace(n, centroid_voxel=to_input.point(n.centroid_voxel))
+            for n in result.nodules], rejected=[
+            {**r, "centroid_voxel": list(to_input.point(r["centroid_voxel"]))}
+            if "centroid_voxel" in r else r for r in result.rejected])
     write_nodule_table(stage / "nodules.tsv", result)
     from qsmkit.io.nifti import save_nifti
 
@@ -185,28 +195,26 @@ def _nodules(stage: Path, analysis, labels, voxel_size, affine, b0_dir) -> list[
     return names
 
 
-def run(args) -> int:
+def load_inputs(args):
+    """The acquisition, labels, body mask and ``--compare`` pair named on the command line.
+
+    Every input form of :func:`qsmkit.io.load.load_acquisition` is accepted (its notes say
+    what was converted: phase units, sorted echoes, ...); a liver analysis further needs at
+    least 3 echoes. Labels must lie on the data's grid; labels stored with the data's voxel
+    axes flipped or permuted (the same voxels in the world) are reoriented exactly, with a
+    note. Every refusal is an :class:`~qsmkit.errors.InputError`.
+
+    Returns
+    -------
+    (Acquisition, labels or None, mask or None, (int, int) or None)
+    """
     import numpy as np
 
-    from qsmkit.body.liver import analyse_liver, compare_regions, write_table
-    from qsmkit.cli.common import (
-        Timer,
-        acquisition_input_paths,
-        check_acquisition_arguments,
-        load_acquisition_from_args,
-        load_mask,
-    )
+    from qsmkit.cli.common import check_labels, load_acquisition_from_args, load_mask
     from qsmkit.errors import InputError
-    from qsmkit.io.nifti import load_nifti, save_nifti
-    from qsmkit.io.output import check_not_overwriting, staged_output
-    from qsmkit.io.provenance import write_provenance
+    from qsmkit.io.nifti import load_nifti
 
-    check_acquisition_arguments(args)
-    outdir = Path(args.output)
-    check_not_overwriting(outdir, OUTPUTS, args.force)
-    timer = Timer()
-    with timer("load"):
-        acq = load_acquisition_from_args(args)
+    acq = load_acquisition_from_args(args)
     if acq.n_echoes < 3:
         raise InputError(
             f"liver analysis needs a chemical-shift-encoded acquisition (at least 3, ideally 6 "
@@ -214,15 +222,14 @@ def run(args) -> int:
         )
     labels = None
     if args.labels:
-        data, _, _ = load_nifti(args.labels)
+        data, labels_affine, _ = load_nifti(args.labels)
         if data.ndim == 4 and data.shape[3] == 1:
             data = data[..., 0]
-        if data.shape != acq.shape:
-            raise InputError(f"labels {args.labels} have shape {data.shape}, expected {acq.shape}")
+        if data.ndim != 3:
+            raise InputError(f"labels {args.labels} must be a 3D image, got shape {data.shape}")
+        data = _on_data_grid(data, labels_affine, acq, f"labels {args.labels}")
         if np.any(np.abs(data - np.rint(data)) > 1e-3) or np.any(data < 0):
             raise InputError(f"labels {args.labels} must hold non-negative integers")
-        from qsmkit.cli.common import check_labels
-
         check_labels(data, args.labels)
         labels = np.rint(data).astype(np.int64)
     mask = load_mask(args.mask, acq.shape, acq.affine) if args.mask else None
@@ -235,6 +242,105 @@ def run(args) -> int:
             compare = (int(parts[0]), int(parts[1]))
         except ValueError:
             raise InputError(f"--compare needs two integer labels, got {args.compare!r}") from None
+    return acq, labels, mask, compare
+
+
+def _on_data_grid(data, affine, acq, name: str):
+    """``data`` (3D, stored with ``affine``) on the grid of ``acq``: as it is, or with its voxel
+    axes flipped/permuted when that puts every voxel exactly where the data's voxel is (no
+    interpolation); :class:`~qsmkit.errors.InputError` for any other grid."""
+    import numpy as np
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+
+    from qsmkit.errors import InputError
+
+    def same(a, shape):
+        return tuple(shape) == tuple(acq.shape) and np.allclose(a, acq.affine, atol=1e-3)
+
+    if same(affine, data.shape):
+        return data
+    transform = ornt_transform(io_orientation(affine), io_orientation(acq.affine))
+    moved = apply_orientation(data, transform)
+    if same(affine @ inv_ornt_aff(transform, data.shape), moved.shape):
+        print(f"note: {name} are stored with the voxel axes flipped or permuted relative to the "
+              "data; reoriented onto the data's grid (exact, no interpolation)")
+        return np.ascontiguousarray(moved)
+    raise InputError(
+        f"{name} (shape {'x'.join(map(str, data.shape))}) do not lie on the data's grid "
+        f"(shape {'x'.join(map(str, acq.shape))} and its affine); resample them onto the "
+        "magnitude image (nearest neighbour) and retry"
+    )
+
+
+def b0_axis_last(acq, labels=None, mask=None):
+    """Put the voxel axis nearest to B0 last (a permutation of the voxel axes, exact).
+
+    The liver analysis fills internal air in the body's cross-sections slice by slice across
+    the last axis, as an axial slab is stored; an acquisition stored in another axis order
+    (slices first, or a coronal slab, whose B0 axis lies in-plane) would otherwise be
+    analysed with other cross-sections and give other numbers. Each voxel keeps its place in
+    the world (the affine's columns are permuted with the data), so ``b0_dir`` and the
+    voxel sizes follow. Returns ``(acq, labels, mask, to_input)``; ``to_input`` puts a 3D map
+    of the permuted grid back on the input grid.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    axis = int(np.argmax(np.abs(acq.b0_dir)))
+    if axis == 2:
+        return acq, labels, mask, _ToInput()
+    order = tuple(a for a in range(3) if a != axis) + (axis,)
+    affine = acq.affine.copy()
+    affine[:3, :3] = acq.affine[:3, list(order)]
+
+    def move(v, axes):
+        return None if v is None else np.ascontiguousarray(np.transpose(v, axes))
+
+    acq = dataclasses.replace(
+        acq, magnitude=move(acq.magnitude, order + (3,)), phase=move(acq.phase, order + (3,)),
+        affine=affine,
+        notes=[*acq.notes, f"voxel axes permuted to {order} for the analysis (B0 nearest "
+               "to the last axis); maps are written on the input grid"])
+    return acq, move(labels, order), move(mask, order), _ToInput(order)
+
+
+class _ToInput:
+    """Maps of the permuted grid of :func:`b0_axis_last` back to the input grid: ``to(v)`` for a
+    3D volume, ``to.point(ijk)`` for a voxel index."""
+
+    def __init__(self, order=(0, 1, 2)):
+        import numpy as np
+
+        self.inverse = tuple(int(i) for i in np.argsort(order))
+
+    def __call__(self, volume):
+        import numpy as np
+
+        return np.ascontiguousarray(np.transpose(volume, self.inverse))
+
+    def point(self, ijk):
+        return tuple(ijk[i] for i in self.inverse)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from qsmkit.body.liver import analyse_liver, compare_regions, write_table
+    from qsmkit.cli.common import Timer, acquisition_input_paths, check_acquisition_arguments
+    from qsmkit.errors import InputError
+    from qsmkit.io.nifti import save_nifti
+    from qsmkit.io.output import check_not_overwriting, staged_output
+    from qsmkit.io.provenance import write_provenance
+
+    check_acquisition_arguments(args)
+    outdir = Path(args.output)
+    check_not_overwriting(outdir, OUTPUTS, args.force)
+    timer = Timer()
+    with timer("load"):
+        acq, labels, mask, compare = load_inputs(args)
+        affine = acq.affine  # outputs are written on the input grid
+        acq, labels, mask, to_input = b0_axis_last(acq, labels, mask)
     with timer("analysis"):
         analysis = analyse_liver(
             acq.magnitude, acq.phase, acq.echo_times_s, acq.b0_tesla, acq.voxel_size,
@@ -256,7 +362,6 @@ def run(args) -> int:
 
     inputs = acquisition_input_paths(args)
     inputs += [Path(p) for p in (args.labels, args.mask) if p]
-    affine = acq.affine
     with staged_output(outdir, force=args.force, protect=inputs) as stage:
         with timer("write"):
             region_map = np.zeros(acq.shape, np.int16)
@@ -275,12 +380,12 @@ def run(args) -> int:
                 ("lic_qsm.nii.gz", analysis.lic_qsm, "LIC by QSM", "mg Fe/g dw"),
                 ("regions.nii.gz", region_map, "analysed regions", ""),
             ):
-                save_nifti(stage / name, data, affine, description=desc, unit=unit)
+                save_nifti(stage / name, to_input(data), affine, description=desc, unit=unit)
             write_table(stage / "liver.tsv", rows)
             figures = _figures(stage, analysis, affine, rows)
             if args.nodules:
                 figures += _nodules(stage, analysis, labels, acq.voxel_size, affine,
-                                    acq.b0_dir)
+                                    acq.b0_dir, to_input=to_input)
         write_provenance(
             stage,
             command="liver",

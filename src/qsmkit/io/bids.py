@@ -405,6 +405,7 @@ def find_megre(
     *,
     participant_label: str | Iterable[str] | None = None,
     session: str | Iterable[str] | None = None,
+    skipped: list[str] | None = None,
 ) -> list[BidsMegreRef]:
     """Find every multi-echo GRE scan (``MEGRE`` or ``GRE`` suffix) in a BIDS dataset.
 
@@ -416,6 +417,9 @@ def find_megre(
         Subjects to keep, with or without ``sub-``.
     session : str or list of str, optional
         Sessions to keep, with or without ``ses-``.
+    skipped : list, optional
+        Receives one message per file or scan skipped (as logged), so that a caller finding
+        no scan can say why.
 
     Returns
     -------
@@ -426,6 +430,11 @@ def find_megre(
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"BIDS folder not found: {root}")
+    def skip(message: str, *values) -> None:
+        log.warning(message, *values)
+        if skipped is not None:
+            skipped.append(message % values)
+
     subjects = _as_label_set(participant_label, "sub")
     sessions = _as_label_set(session, "ses")
     groups: dict[tuple, dict] = {}
@@ -454,7 +463,7 @@ def find_megre(
         try:
             echo_number = int(echo) if echo is not None else 0
         except ValueError:
-            log.warning("skipping %s: echo entity %r is not a number", image, echo)
+            skip("skipping %s: echo entity %r is not a number", image, echo)
             continue
         group[part][echo_number] = (image, entities)
 
@@ -463,10 +472,10 @@ def find_megre(
         mags, phases = group["mag"], group["phase"]
         label = build_name(group["entities"], suffix, "")
         if not phases or not mags:
-            log.warning("skipping %s: it needs both magnitude and phase images", label)
+            skip("skipping %s: it needs both magnitude and phase images", label)
             continue
         if sorted(mags) != sorted(phases):
-            log.warning(
+            skip(
                 "skipping %s: magnitude echoes %s and phase echoes %s differ",
                 label,
                 sorted(mags),
@@ -475,7 +484,7 @@ def find_megre(
             continue
         echoes = sorted(mags)
         if 0 in echoes and len(echoes) > 1:
-            log.warning("skipping %s: it mixes files with and without an echo entity", label)
+            skip("skipping %s: it mixes files with and without an echo entity", label)
             continue
         mag_meta, phase_meta, used = [], [], []
         for e in echoes:
@@ -577,11 +586,13 @@ def _load_echo_stack(files: list[Path]) -> tuple[np.ndarray, np.ndarray, list[in
     return np.concatenate(volumes, axis=3), affine, counts
 
 
-def read_megre(ref: BidsMegreRef, *, phase_unit: str = "auto") -> Acquisition:
+def read_megre(ref: BidsMegreRef, *, phase_unit: str = "auto", echo_times_s=None,
+               b0_tesla: float | None = None) -> Acquisition:
     """Load a scan found by :func:`find_megre` as an :class:`Acquisition`.
 
     Echo times come from the sidecars (``EchoTime`` per file, seconds), B0 from
-    ``MagneticFieldStrength``; a missing field raises :class:`InputError` naming the file.
+    ``MagneticFieldStrength``; where the sidecars lack them, ``echo_times_s`` and ``b0_tesla``
+    (``--echo-times``, ``--b0``) stand in, else :class:`InputError` names the file.
     Phase units: ``phase_unit`` (see :func:`qsmkit.acquisition.phase_to_radians`); the
     vendor's phase sign (GE) is converted as on the DICOM route
     (:func:`qsmkit.io.vendor.to_qsmkit_phase_sign`) unless the sidecars record
@@ -601,12 +612,18 @@ def read_megre(ref: BidsMegreRef, *, phase_unit: str = "auto") -> Acquisition:
         ref.phase_files, ref.phase_meta, phase_counts, ref.magnitude_meta, strict=True
     ):
         merged = {**mag_meta, **meta}
+        if echo_times_s is not None and all(merged.get(k) is None
+                                            for k in ("EchoTime", "EchoTimes")):
+            echo_times = [float(t) for t in np.atleast_1d(echo_times_s)]
+            break
         echo_times += _echo_times_of(merged, image, count)
     b0_values = []
     for image, meta, mag_meta in zip(
         ref.phase_files, ref.phase_meta, ref.magnitude_meta, strict=True
     ):
         value = b0_from_sidecar({**mag_meta, **meta}, _sidecar_of(image).name)
+        if value is None and b0_tesla is not None:
+            value = float(b0_tesla)
         if value is None:
             raise InputError(
                 f"no MagneticFieldStrength for {image.name}: add it (tesla) to the sidecar "

@@ -109,7 +109,8 @@ def load_acquisition(
                                      echo_times_s=echo_times_s, b0_tesla=b0_tesla,
                                      phase_unit=phase_unit)
         return acq
-    acq = _load_bids(path, series=series, phase_unit=phase_unit) if kind == "bids" else None
+    acq = (_load_bids(path, series=series, phase_unit=phase_unit, echo_times_s=echo_times_s,
+                      b0_tesla=b0_tesla) if kind == "bids" else None)
     if acq is None:  # not BIDS, or a BIDS-looking folder (sub-01/) that holds DICOM files
         from qsmkit.io.dicom import read_dicom
 
@@ -396,8 +397,10 @@ def _shape_text(shape) -> str:
 # BIDS and overrides
 
 
-def _load_bids(folder: Path, *, series=None, phase_unit: str = "auto") -> Acquisition | None:
-    """The BIDS scan in ``folder`` (None when it holds no MEGRE/GRE scan)."""
+def _load_bids(folder: Path, *, series=None, phase_unit: str = "auto", echo_times_s=None,
+               b0_tesla=None) -> Acquisition | None:
+    """The BIDS scan in ``folder`` (None when it holds no MEGRE/GRE scan); ``echo_times_s``
+    and ``b0_tesla`` stand in where the sidecars lack them."""
     from qsmkit.io import bids
 
     label = session = None
@@ -406,18 +409,23 @@ def _load_bids(folder: Path, *, series=None, phase_unit: str = "auto") -> Acquis
         root, label, session = folder.parent.parent, folder.parent.name, folder.name
     elif folder.name.startswith("sub-"):
         root, label = folder.parent, folder.name
-    refs = bids.find_megre(root, participant_label=label, session=session)
+    skipped: list[str] = []
+    refs = bids.find_megre(root, participant_label=label, session=session, skipped=skipped)
+    if not refs and skipped:
+        raise InputError(f"no usable multi-echo GRE scan in {folder}: {'; '.join(skipped)}; "
+                         "give every echo as a magnitude and a phase file")
     if not refs:
         return None
+    fallback = {"phase_unit": phase_unit, "echo_times_s": echo_times_s, "b0_tesla": b0_tesla}
     if len(refs) > 1:
         if series is not None and 1 <= series <= len(refs):
-            return bids.read_megre(refs[series - 1], phase_unit=phase_unit)
+            return bids.read_megre(refs[series - 1], **fallback)
         listing = "; ".join(f"{i + 1}: {r.name}" for i, r in enumerate(refs))
         raise InputError(
             f"{folder} holds {len(refs)} multi-echo GRE scans ({listing}); choose one with "
             "--series N (its position in this list) or give its --mag/--phase files"
         )
-    return bids.read_megre(refs[0], phase_unit=phase_unit)
+    return bids.read_megre(refs[0], **fallback)
 
 
 def _override(acq: Acquisition, *, echo_times_s=None, b0_tesla=None) -> Acquisition:

@@ -1,10 +1,10 @@
 """JSON sidecars in the dcm2niix/BIDS style: read echo times and field strength, write them.
 
 A sidecar sits next to its image with the same stem (``mag.nii.gz`` -> ``mag.json``). qsmkit
-reads ``EchoTime`` (one echo, s), ``EchoTimes`` (a list, s; written by ``qsmkit import`` for
-4D files), ``EchoTime1``/``EchoTime2`` (a phase-difference field map, refused for QSM) and
-``MagneticFieldStrength`` (T); it writes the keys dcm2niix writes (``Manufacturer``,
-``ImageType``, ``PhaseEncodingDirection``, ...) plus ``EchoTimes``.
+reads ``EchoTime`` (one echo, or a list of one per volume, s), ``EchoTimes`` (a list, s;
+written by ``qsmkit import`` for 4D files), ``EchoTime1``/``EchoTime2`` (a phase-difference
+field map, refused for QSM) and ``MagneticFieldStrength`` (T); it writes the keys dcm2niix
+writes (``Manufacturer``, ``ImageType``, ``PhaseEncodingDirection``, ...) plus ``EchoTimes``.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def _number(value, key: str, source) -> float:
 
 
 def echo_times_from_sidecar(meta: dict, source="the sidecar") -> list[float] | None:
-    """Echo times (s) from ``EchoTimes`` or ``EchoTime``; None when neither is present.
+    """Echo times (s) from ``EchoTimes`` or ``EchoTime`` (a number or a list); None when neither
+    is present.
 
     Raises :class:`InputError` for a phase-difference sidecar (``EchoTime1``/``EchoTime2``
     without ``EchoTime``) and for values that look like milliseconds.
@@ -77,7 +78,10 @@ def echo_times_from_sidecar(meta: dict, source="the sidecar") -> list[float] | N
             raise InputError(f"EchoTimes in {source} must be a non-empty list of seconds")
         tes = [_number(v, "EchoTimes", source) for v in values]
     elif "EchoTime" in meta:
-        tes = [_number(meta["EchoTime"], "EchoTime", source)]
+        values = meta["EchoTime"]
+        # a 4D file's sidecar may list one EchoTime per volume (as the BIDS reader accepts)
+        values = values if isinstance(values, list) and values else [values]
+        tes = [_number(v, "EchoTime", source) for v in values]
     elif "EchoTime1" in meta and "EchoTime2" in meta:
         raise InputError(
             f"{source} describes a phase-difference field map (EchoTime1/EchoTime2), not the "
@@ -87,8 +91,9 @@ def echo_times_from_sidecar(meta: dict, source="the sidecar") -> list[float] | N
         return None
     if any(t > 1.0 for t in tes):
         raise InputError(
-            f"echo times {tes} in {source} look like milliseconds; BIDS sidecars give seconds "
-            f"(e.g. {', '.join(f'{t / 1000:g}' for t in tes)})"
+            f"echo times {', '.join(f'{t:g}' for t in tes)} in {source} look like "
+            f"milliseconds; BIDS sidecars give seconds (e.g. "
+            f"{', '.join(f'{t / 1000:g}' for t in tes)})"
         )
     if any(t <= 0 for t in tes):
         raise InputError(f"echo times in {source} must be positive seconds, got {tes}")
