@@ -421,5 +421,37 @@ def axial_twin(phantom):
     return dataclasses.replace(phantom, affine=affine)
 
 
+def write_bids_echo_times_ms(phantom, folder) -> list[str]:
+    """BIDS with EchoTime in milliseconds."""
+    folder = Path(folder)
+    anat = folder / "bids" / "sub-x" / "anat"
+    for e, te in enumerate(phantom.echo_times_s):
+        for part, data in (("mag", phantom.magnitude), ("phase", phantom.phase)):
+            path = _save(anat / f"sub-x_echo-{e + 1}_part-{part}_MEGRE.nii.gz", data[..., e],
+                         phantom.affine)
+            _sidecar(path, {"EchoTime": 1e3 * float(te),
+                            "MagneticFieldStrength": phantom.b0_tesla})
+    return [str(folder / "bids" / "sub-x"), "--labels", str(_labels(phantom, folder))]
+
+
+def write_bids_real_imag(phantom, folder) -> list[str]:
+    """BIDS with the real and imaginary parts (part-real, part-imag) instead of mag/phase."""
+    folder = Path(folder)
+    anat = folder / "bids" / "sub-x" / "anat"
+    signal = phantom.magnitude * np.exp(1j * phantom.phase)
+    for e, te in enumerate(phantom.echo_times_s):
+        for part, data in (("real", signal.real), ("imag", signal.imag)):
+            path = _save(anat / f"sub-x_echo-{e + 1}_part-{part}_MEGRE.nii.gz",
+                         data[..., e].astype(np.float32), phantom.affine)
+            _sidecar(path, {"EchoTime": float(te), "MagneticFieldStrength": phantom.b0_tesla})
+    return [str(folder / "bids" / "sub-x"), "--labels", str(_labels(phantom, folder))]
+
+
+def write_bids_dataset_root(phantom, folder) -> list[str]:
+    """The BIDS dataset root (one subject) instead of the subject folder."""
+    argv = write_bids_per_echo(phantom, folder)
+    return [str(Path(argv[0]).parent), *argv[1:]]
+
+
 ENCODINGS = {name[len("write_"):]: fn for name, fn in dict(globals()).items()
              if name.startswith("write_") and callable(fn) and name != "write_nifti"}

@@ -49,7 +49,8 @@ def reference(phantom, tmp_path_factory):
 SAME_DATA = ["4d_echotime_list", "4d_echotimes_key", "4d_command_line", "5d_echoes",
              "phase_siemens_int16", "phase_siemens_scaled", "phase_uint12",
              "phase_int16_radian_slope", "phase_degrees", "magnitude_int16_slope",
-             "labels_flipped_grid", "bids_per_echo", "bids_4d", "bids_no_field_strength_cli"]
+             "labels_flipped_grid", "bids_per_echo", "bids_4d", "bids_no_field_strength_cli",
+             "bids_real_imag", "bids_dataset_root"]
 
 
 @pytest.mark.parametrize("name", SAME_DATA)
@@ -82,6 +83,7 @@ REFUSED = {
     "nan_magnitude": "NaN",
     "nan_phase": "NaN",
     "bids_echo_mismatch": "phase echoes [1, 2, 3, 4, 5] differ",
+    "bids_echo_times_ms": "look like milliseconds",
 }
 
 

@@ -11,7 +11,9 @@ Layout (BIDS 1.9, "Multi-echo gradient echo")::
 
 Readers also accept the ``_GRE`` suffix, files without an ``echo`` entity holding all echoes
 in a 4D volume (echo times then come from an ``EchoTime`` list or ``EchoTimes``), and
-sidecars inherited from higher folders (the BIDS inheritance principle). Phase stored in
+sidecars inherited from higher folders (the BIDS inheritance principle), and scans stored as
+real and imaginary parts (``part-real``/``part-imag``, used when no ``part-mag``/``part-phase``
+pair is present). Phase stored in
 vendor integer units (e.g. Siemens -4096..4095, or 0..4095) or in milliradians is detected
 from its range and rescaled to radians; a note on the :class:`Acquisition` says so.
 
@@ -355,6 +357,9 @@ class BidsMegreRef:
     sidecars: list[Path]
     entities: dict[str, str] = dataclasses.field(default_factory=dict)
     suffix: str = "MEGRE"
+    parts: tuple[str, str] = ("mag", "phase")
+    """``("real", "imag")`` when the scan is stored as real and imaginary parts
+    (``magnitude_files`` then hold the real parts, ``phase_files`` the imaginary ones)."""
 
     @property
     def name(self) -> str:
@@ -398,6 +403,9 @@ def _inherited_metadata(root: Path, image: Path, entities: dict, suffix: str):
                 raise InputError(f"cannot read the BIDS sidecar {json_path}: {err}") from None
             used.append(json_path)
     return meta, used
+
+
+_PART_NAMES = {"mag": "magnitude", "phase": "phase", "real": "real", "imag": "imaginary"}
 
 
 def find_megre(
@@ -452,12 +460,13 @@ def find_megre(
         if sessions is not None and entities.get("ses") not in sessions:
             continue
         part = entities.get("part", "mag")
-        if part not in ("mag", "phase"):
+        if part not in ("mag", "phase", "real", "imag"):
             continue
         key_entities = {k: v for k, v in entities.items() if k not in ("echo", "part")}
         key = (tuple(sorted(key_entities.items())), suffix)
         group = groups.setdefault(
-            key, {"entities": key_entities, "suffix": suffix, "mag": {}, "phase": {}}
+            key, {"entities": key_entities, "suffix": suffix, "mag": {}, "phase": {},
+                  "real": {}, "imag": {}}
         )
         echo = entities.get("echo")
         try:
@@ -469,14 +478,19 @@ def find_megre(
 
     refs = []
     for (_, suffix), group in groups.items():
-        mags, phases = group["mag"], group["phase"]
+        # magnitude and phase; else real and imaginary parts (BIDS part-real/part-imag)
+        parts = (("real", "imag") if not (group["mag"] and group["phase"])
+                 and group["real"] and group["imag"] else ("mag", "phase"))
+        mags, phases = group[parts[0]], group[parts[1]]
         label = build_name(group["entities"], suffix, "")
         if not phases or not mags:
-            skip("skipping %s: it needs both magnitude and phase images", label)
+            skip("skipping %s: it needs both magnitude and phase images (or real and "
+                 "imaginary parts)", label)
             continue
         if sorted(mags) != sorted(phases):
             skip(
-                "skipping %s: magnitude echoes %s and phase echoes %s differ",
+                f"skipping %s: {_PART_NAMES[parts[0]]} echoes %s and {_PART_NAMES[parts[1]]} "
+                "echoes %s differ",
                 label,
                 sorted(mags),
                 sorted(phases),
@@ -488,7 +502,7 @@ def find_megre(
             continue
         mag_meta, phase_meta, used = [], [], []
         for e in echoes:
-            for part, store in (("mag", mag_meta), ("phase", phase_meta)):
+            for part, store in ((parts[0], mag_meta), (parts[1], phase_meta)):
                 image, ents = group[part][e]
                 meta, files = _inherited_metadata(root, image, ents, suffix)
                 store.append(meta)
@@ -502,13 +516,14 @@ def find_megre(
                 acq=ents.get("acq"),
                 run=ents.get("run"),
                 echo_numbers=echoes,
-                magnitude_files=[group["mag"][e][0] for e in echoes],
-                phase_files=[group["phase"][e][0] for e in echoes],
+                magnitude_files=[mags[e][0] for e in echoes],
+                phase_files=[phases[e][0] for e in echoes],
                 magnitude_meta=mag_meta,
                 phase_meta=phase_meta,
                 sidecars=used,
                 entities=dict(ents),
                 suffix=suffix,
+                parts=parts,
             )
         )
     refs.sort(key=lambda r: (r.subject, r.session or "", r.acq or "", r.run or "", r.suffix))
@@ -632,11 +647,18 @@ def read_megre(ref: BidsMegreRef, *, phase_unit: str = "auto", echo_times_s=None
         b0_values.append(value)
     if max(b0_values) - min(b0_values) > 1e-3:
         raise InputError(f"the echoes of {ref.name} disagree on MagneticFieldStrength {b0_values}")
-    units = ref.phase_meta[0].get("Units") if ref.phase_meta else None
-    phase, note = scale_phase_to_radians(phase_raw, units, phase_unit=phase_unit)
-    notes = [f"read from BIDS {ref.name} ({len(ref.phase_files)} phase file(s))"]
-    if note:
-        notes.append(note)
+    if ref.parts == ("real", "imag"):  # complex data: magnitude and phase (radians) from it
+        signal = magnitude.astype(np.complex64) + 1j * phase_raw.astype(np.complex64)
+        magnitude, phase = np.abs(signal), np.angle(signal).astype(np.float32)
+        del signal
+        notes = [f"read from BIDS {ref.name} ({len(ref.phase_files)} real/imaginary file "
+                 "pair(s)): magnitude and phase computed from the real and imaginary parts"]
+    else:
+        units = ref.phase_meta[0].get("Units") if ref.phase_meta else None
+        phase, note = scale_phase_to_radians(phase_raw, units, phase_unit=phase_unit)
+        notes = [f"read from BIDS {ref.name} ({len(ref.phase_files)} phase file(s))"]
+        if note:
+            notes.append(note)
     first = {**ref.magnitude_meta[0], **ref.phase_meta[0]} if ref.phase_meta else {}
     phase, note = to_qsmkit_phase_sign(phase, str(first.get("Manufacturer", "")), first)
     if note:
