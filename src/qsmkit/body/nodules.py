@@ -43,6 +43,10 @@ References
 .. [8] Schwenzer NF, Machann J, Haap MM, et al. T2* relaxometry in liver, pancreas, and
    spleen in a healthy cohort of one hundred twenty-nine subjects: correlation with age,
    gender, and serum ferritin. Invest Radiol 2008;43:854-860.
+.. [9] Lindeberg T. Feature detection with automatic scale selection. Int J Comput Vis
+   1998;30:79-116.
+.. [10] Frangi AF, Niessen WJ, Vincken KL, Viergever MA. Multiscale vessel enhancement
+   filtering. MICCAI 1998, LNCS 1496:130-137.
 .. [7] de Rochefort L, Nguyen T, Brown R, et al. In vivo quantification of contrast agent
    concentration using the induced magnetic field for time-resolved arterial input function
    measurement with MRI. Med Phys 2008;35:5328-5339.
@@ -113,8 +117,16 @@ class NoduleParameters:
     A part cut from a tubular (or slab-edge) candidate is reported only with a class: one
     whose two contrasts disagree is a vessel junction, not an indeterminate finding.
     ``min_inscribed_radius_mm``: the component must contain a ball of this radius (a nodule of
-    at least 1 cm, not a sheet or a cluster of texture voxels); with 4 mm slices the ball
-    needs three slices, so through-plane the smallest reliably found nodule is ~12 mm.
+    at least 1 cm, not a sheet or a cluster of texture voxels) as far as the grid can hold
+    it (:func:`grid_inscribed_radius_mm`: with 4 mm slices a 1 cm nodule may be two slices,
+    8 mm, thick); a finding thinner than this radius must show the square of
+    ``min_r2star_ratio`` as its R2* contrast (clusters of regenerative nodules of that size
+    reach 1.5-1.7x).
+    ``min_blob_curvature_ratio``: a component that touches a tubular candidate and is
+    thinner than ``min_radius_near_vessel_mm`` is kept if its contrast is blob-shaped at its
+    own scale: the least principal curvature at least this fraction of the greatest
+    (:func:`blob_curvatures`; ~1 for a ball, ~0 along a vessel); it is then reported only
+    with a class.
     ``min_r2star_ratio``: effect size: the nodule's median R2* must differ from the
     background by this factor (up or down); siderotic nodules are conspicuous on GRE images
     [3] and smaller ratios are within the texture of a cirrhotic liver.
@@ -141,6 +153,7 @@ class NoduleParameters:
     min_radius_near_vessel_mm: float = 6.0
     min_inscribed_radius_mm: float = 5.0
     min_r2star_ratio: float = 1.5
+    min_blob_curvature_ratio: float = 0.5
     max_edge_fraction: float = 0.5
     fluid_r2star_per_s_at_1p5t: float = 15.0
     tukey_c: float = 4.685
@@ -270,6 +283,28 @@ def contrast_z(values, liver, voxel_size, params: NoduleParameters):
     return z, bg
 
 
+def one_sided_z(values, background, liver, voxel_size, params: NoduleParameters,
+                sign: float) -> np.ndarray:
+    """``sign`` × z of ``values`` (as :func:`contrast_z`) with the opposite contrast clipped.
+
+    Before the noise smoothing the residual is clipped at −``z_low`` robust SD (of the
+    unsmoothed residual) on the side opposite ``sign``: a structure of the opposite contrast
+    beside a candidate (a vein, dark on R2*, beside an iron-rich nodule) then no longer
+    cancels the candidate's contrast over the smoothing kernel. Noise (|z| < ``z_low``) is
+    left as it is, and the result is in the units of :func:`contrast_z` (robust SD of the
+    smoothed two-sided residual).
+
+    Returns (X, Y, Z) float32, 0 outside the liver.
+    """
+    liver = np.asarray(liver, bool)
+    residual = np.where(liver, np.asarray(values, np.float32) - background, 0).astype(np.float32)
+    spread = _robust_sd(masked_smooth(residual, liver, params.smooth_mm, voxel_size)[liver])
+    signed = float(sign) * residual
+    floor = -params.z_low * _robust_sd(signed[liver])
+    smoothed = masked_smooth(np.maximum(signed, floor), liver, params.smooth_mm, voxel_size)
+    return np.where(liver, np.nan_to_num(smoothed / spread), 0).astype(np.float32)
+
+
 def hysteresis(score, low: float, high: float, mask) -> np.ndarray:
     """Components of ``score >= low`` inside ``mask`` that reach ``high`` somewhere."""
     lab, n = ndimage.label((score >= low) & mask)
@@ -288,6 +323,35 @@ def opening_ball(radius_mm: float, voxel_size) -> np.ndarray:
     grids = np.meshgrid(*[np.arange(-h, h + 1) * v for h, v in zip(half, vs, strict=True)],
                         indexing="ij")
     return sum(g**2 for g in grids) <= radius_mm**2 + 1e-9
+
+
+def grid_inscribed_radius_mm(radius_mm: float, voxel_size) -> float:
+    """The half-thickness (mm, as :func:`thickness_radius_mm` measures it) that a ball of
+    ``radius_mm`` is sure to keep on a grid of ``voxel_size`` (mm), wherever it lies.
+
+    A ball of diameter D covers at least ⌊D / v⌋ whole voxels along an axis of spacing v
+    (those at least half inside it), a run of half-thickness ⌊D / v⌋ · v / 2; the smallest
+    over the axes is the radius the grid can hold. At 2 × 2 × 4 mm a 10 mm nodule is two
+    slices thick when it lies across a slice boundary: 4 mm, not 5.
+    """
+    vs = np.asarray(voxel_size, float)
+    runs = np.floor(2 * radius_mm / vs + 1e-9)
+    return float(min(radius_mm, np.min(runs * vs / 2)))
+
+
+def thickness_radius_mm(component, voxel_size) -> float:
+    """Half the thickness (mm) of the thickest part of ``component``: the inscribed radius
+    measured on a grid refined to the finest voxel spacing (nearest-neighbour), so that a
+    run of n slices of thickness t measures n·t/2 (one slice 2 mm, two 4 mm at t = 4 mm)
+    instead of the distance to the next slice centre (4 mm for both one and two slices)."""
+    vs = np.asarray(voxel_size, float)
+    factor = np.maximum(np.rint(vs / vs.min()).astype(int), 1)
+    sl = ndimage.find_objects(np.asarray(component, np.uint8))[0]
+    fine = np.asarray(component, bool)[sl]
+    for axis, f in enumerate(factor):
+        fine = np.repeat(fine, f, axis=axis)
+    padded = np.pad(fine, 1)
+    return float(ndimage.distance_transform_edt(padded, sampling=vs / factor).max())
 
 
 def inscribed_radius_mm(component, voxel_size) -> float:
@@ -314,6 +378,44 @@ def shape_measures(component, voxel_size) -> tuple[float, float]:
     return elongation, fill
 
 
+def blob_curvatures(score, component, voxel_size, *, radius_mm: float) -> np.ndarray:
+    """Principal curvatures of ``score`` at the centre of ``component``, scale-normalised.
+
+    The Hessian of ``score`` smoothed by a Gaussian of σ = ``radius_mm`` / √3 (the scale at
+    which the scale-normalised Laplacian of a ball of that radius peaks; Lindeberg 1998 [9]_),
+    with derivatives in mm (anisotropic voxels: σ in voxels differs per axis), times σ²
+    (scale normalisation), at the centroid of ``component`` (not at its peak, which for a
+    nodule cut from a darker vein lies on the vein). Returned sorted by magnitude, largest
+    first: for a bright ball all three are
+    negative and alike; for a tube one is near zero (along its axis); for a sheet two are.
+    Their ratio separates a compact nodule from the piece of a vessel it was cut from
+    (Frangi et al. 1998 [10]_ use the same eigenvalue ratios for vessels).
+
+    Returns (3,) float, in the units of ``score``.
+    """
+    vs = np.asarray(voxel_size, float)
+    comp = np.asarray(component, bool)
+    sigma_mm = radius_mm / np.sqrt(3.0)
+    sigma = sigma_mm / vs
+    sl = ndimage.find_objects(comp.astype(np.uint8))[0]
+    grow = np.ceil(4 * sigma).astype(int) + 1
+    box = tuple(slice(max(s.start - g, 0), min(s.stop + g, n))
+                for s, g, n in zip(sl, grow, comp.shape, strict=True))
+    local = np.asarray(score, np.float32)[box]
+    inside = comp[box]
+    peak = tuple(int(round(c)) for c in ndimage.center_of_mass(inside))
+    hessian = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            order = [0, 0, 0]
+            order[i] += 1
+            order[j] += 1
+            d = ndimage.gaussian_filter(local, sigma, order=order, mode="nearest")
+            hessian[i, j] = hessian[j, i] = d[peak] / (vs[i] * vs[j]) * sigma_mm**2
+    ev = np.linalg.eigvalsh(hessian)
+    return ev[np.argsort(-np.abs(ev))]
+
+
 def _polynomial_columns(box_shape, order: int = 2) -> np.ndarray:
     """(N, K) monomials of normalised box coordinates up to ``order`` (constant included)."""
     axes = [np.linspace(-1, 1, n) if n > 1 else np.zeros(1) for n in box_shape]
@@ -329,7 +431,7 @@ def _polynomial_columns(box_shape, order: int = 2) -> np.ndarray:
 
 def local_field_susceptibility(field_hz, weight, component, liver, voxel_size, *,
                                b0_tesla: float, b0_dir=(0.0, 0.0, 1.0),
-                               margin_mm: float = 20.0, order: int = 2,
+                               margin_mm: float = 20.0, order: int = 3,
                                tukey_c: float = 4.685, iterations: int = 3):
     """Susceptibility of a region relative to its surroundings from the field it makes.
 
@@ -341,7 +443,10 @@ def local_field_susceptibility(field_hz, weight, component, liver, voxel_size, *
     with Tukey biweights [6]_. A uniformly magnetised region has a known field pattern, so
     one number is fitted to hundreds of field values: unlike a voxel-wise inversion it
     needs no regularisation and is not biased by the low spatial frequencies that a
-    voxel-wise liver QSM recovers worst.
+    voxel-wise liver QSM recovers worst. The polynomial is cubic by default: within a few
+    centimetres of the lung or gut gas the field of those interfaces bends faster than a
+    quadratic over the box, and for a 1 cm nodule at the liver surface a quadratic left a
+    bias of +0.1-0.2 ppm in same-shaped background regions (docs/liver.md).
 
     Parameters
     ----------
@@ -371,14 +476,20 @@ def local_field_susceptibility(field_hz, weight, component, liver, voxel_size, *
     shape = region.shape
     padded = tuple(int(2 * n) for n in shape)
     kernel = dipole_kernel(padded, vs, b0_dir, half=True)
-    spectrum = scipy.fft.rfftn(region.astype(np.float32), s=padded, workers=-1)
-    unit_field = scipy.fft.irfftn(spectrum * kernel, s=padded, workers=-1)
-    unit_field = unit_field[: shape[0], : shape[1], : shape[2]] * larmor_hz(b0_tesla) * 1e-6
+    scale = larmor_hz(b0_tesla) * 1e-6
+
+    def unit_field(part):
+        spectrum = scipy.fft.rfftn(part.astype(np.float32), s=padded, workers=-1)
+        out = scipy.fft.irfftn(spectrum * kernel, s=padded, workers=-1)
+        return (out[: shape[0], : shape[1], : shape[2]] * scale).ravel()
+
+    columns = [unit_field(region)]
     w = np.where(np.asarray(liver, bool)[box], np.asarray(weight, float)[box], 0.0) ** 2
     ok = (w > 0).ravel() & np.isfinite(np.asarray(field_hz, float)[box]).ravel()
-    if ok.sum() < 3 * (1 + _polynomial_columns((1, 1, 1), order).shape[1]):
+    n_columns = len(columns) + _polynomial_columns((1, 1, 1), order).shape[1]
+    if ok.sum() < 3 * n_columns:
         return float("nan"), float("nan")
-    design = np.column_stack([unit_field.ravel(), _polynomial_columns(shape, order)])[ok]
+    design = np.column_stack([*columns, _polynomial_columns(shape, order)])[ok]
     y = np.asarray(field_hz, float)[box].ravel()[ok]
     w = w.ravel()[ok]
     robust = np.ones_like(w)
@@ -523,10 +634,16 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
     any_candidate = np.zeros(liver.shape, bool)
     lab = np.zeros(liver.shape, np.int32)
     tubular_parent = np.zeros(liver.shape, bool)
+    scores = {}
     for sign in (1.0, -1.0):
         # with the field given the voxel-wise χ map is not trusted (its contrast is measured
         # from the field instead): R2* alone draws the candidates
-        score = sign * z_r2 if field_hz is not None else np.maximum(sign * z_chi, sign * z_r2)
+        score = one_sided_z(log_r2, bg_logr2, liver, vs, params, sign)
+        if field_hz is None:
+            score = np.maximum(score, one_sided_z(chi, bg_chi, liver, vs, params, sign))
+        if __import__("os").environ.get("NOCLIP"):
+            score = sign * z_r2 if field_hz is not None else np.maximum(sign * z_chi, sign * z_r2)
+        scores[sign] = score
         cand = hysteresis(score, params.z_low, params.z_high, liver)
         any_candidate |= cand
         opened = ndimage.binary_opening(cand, structure=ball) if params.opening_mm > 0 else cand
@@ -564,8 +681,24 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
     core_ball = opening_ball(params.min_radius_near_vessel_mm, vs)
     fluid_r2 = (params.fluid_r2star_per_s_at_1p5t * float(b0_tesla) / 1.5
                 if b0_tesla is not None else None)
+    def half_peak_r2(comp):
+        # the part of a candidate above half its peak R2* contrast (the threshold on a
+        # smoothed z-map draws a halo around a strong nodule)
+        signed = z_r2 * (1.0 if float(np.mean(z_r2[comp])) > 0 else -1.0)
+        core = comp & (signed >= 0.5 * np.percentile(signed[comp], 95))
+        return core if core.any() else comp
+
+    def curvature_ratio(comp):
+        # least over greatest principal curvature of the candidate's own contrast at its
+        # centre and scale (1 for a ball, ~0 for a tube: blob_curvatures)
+        sign = 1.0 if float(np.mean(z_r2[comp])) > 0 else -1.0
+        radius = float((3 * comp.sum() * np.prod(vs) / (4 * np.pi)) ** (1 / 3))
+        ev = blob_curvatures(scores[sign], comp, vs, radius_mm=radius)
+        return float(ev[2] / ev[0]) if ev[0] != 0 else 0.0
+
     while queue:
         comp, may_split = queue.pop(0)
+        needs_class = not may_split
         sl = ndimage.find_objects(comp.astype(np.uint8))[0]
         nvox = int(comp.sum())
         volume_ml = nvox * voxel_ml
@@ -603,15 +736,29 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
             elif tubular:
                 reason = f"tubular (vessel): elongation {elongation:.1f}, fill {fill:.1f}"
             elif (may_split and np.any(comp & tubular_parent)
-                  and r_in < params.min_radius_near_vessel_mm):
-                reason = (f"cut from a tubular candidate (vessel) and thinner than "
-                          f"{params.min_radius_near_vessel_mm:g} mm ({r_in:.1f} mm)")
-            elif r_in < params.min_inscribed_radius_mm:
+                  and r_in < params.min_radius_near_vessel_mm
+                  and (ratio := curvature_ratio(comp)) < params.min_blob_curvature_ratio):
+                reason = (f"cut from a tubular candidate (vessel), thinner than "
+                          f"{params.min_radius_near_vessel_mm:g} mm ({r_in:.1f} mm) and not "
+                          f"blob-shaped (curvature ratio {ratio:.2f})")
+            elif (r_thick := thickness_radius_mm(comp, vs)) < grid_inscribed_radius_mm(
+                    params.min_inscribed_radius_mm, vs):
                 reason = (f"thinner than a {2 * params.min_inscribed_radius_mm:g} mm ball "
-                          f"(inscribed radius {r_in:.1f} mm)")
-            elif 1 / params.min_r2star_ratio < r2_ratio_of(comp) < params.min_r2star_ratio:
-                reason = (f"R2* contrast below {params.min_r2star_ratio:g}x "
-                          f"({r2_ratio_of(comp):.2f})")
+                          f"on this grid (half-thickness {r_thick:.1f} mm)")
+            else:
+                # a finding only as thick as the grid lets a 1 cm nodule be (two 4 mm
+                # slices) needs twice the effect size in log R2*: at that size clusters of
+                # regenerative nodules reach 1.5-1.7x (see docs/liver.md)
+                thin = min(r_thick, r_in) < params.min_inscribed_radius_mm
+                if 1 / params.min_r2star_ratio < r2_ratio_of(comp) < params.min_r2star_ratio:
+                    reason = (f"R2* contrast below {params.min_r2star_ratio:g}x "
+                              f"({r2_ratio_of(comp):.2f})")
+                elif thin and (1 / params.min_r2star_ratio**2 < (core := r2_ratio_of(
+                        half_peak_r2(comp))) < params.min_r2star_ratio**2):
+                    reason = (f"thinner than {2 * params.min_inscribed_radius_mm:g} mm "
+                              f"(half-thickness {min(r_thick, r_in):.1f} mm) and R2* contrast "
+                              f"below {params.min_r2star_ratio**2:g}x ({core:.2f} over the "
+                              f"part above half its peak)")
         if reason is not None:
             rejected.append(_rejection(comp, nvox, diameter_mm, reason))
             continue
@@ -658,7 +805,10 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
             cls = "iron-sparing"
         else:
             cls = "indeterminate"
-        if not may_split and cls == "indeterminate":
+        if may_split and np.any(comp & tubular_parent) and (
+                r_in < params.min_radius_near_vessel_mm):
+            needs_class = True  # a blob beside a vessel: it needs a contrast of its own
+        if needs_class and cls == "indeterminate":
             # a thick part of a vessel tree (a junction) is dark on R2* like an iron-sparing
             # nodule; a nodule touching a vessel must show its own susceptibility contrast
             rejected.append(_rejection(
