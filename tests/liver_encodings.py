@@ -453,5 +453,15 @@ def write_bids_dataset_root(phantom, folder) -> list[str]:
     return [str(Path(argv[0]).parent), *argv[1:]]
 
 
+def write_echoes_shuffled(phantom, folder) -> list[str]:
+    """Per-echo files named on the command line in another order (their sidecars say which)."""
+    argv = write_reference(phantom, folder)
+    n = len(phantom.echo_times_s)
+    mags, phases = argv[1:1 + n], argv[2 + n:2 + 2 * n]
+    order = [3, 0, 5, 1, 4, 2][:n] if n == 6 else list(range(n))[::-1]
+    return ["--mag", *[mags[i] for i in order], "--phase", *[phases[i] for i in order[::-1]],
+            *argv[2 + 2 * n:]]
+
+
 ENCODINGS = {name[len("write_"):]: fn for name, fn in dict(globals()).items()
              if name.startswith("write_") and callable(fn) and name != "write_nifti"}

@@ -50,7 +50,7 @@ SAME_DATA = ["4d_echotime_list", "4d_echotimes_key", "4d_command_line", "5d_echo
              "phase_siemens_int16", "phase_siemens_scaled", "phase_uint12",
              "phase_int16_radian_slope", "phase_degrees", "magnitude_int16_slope",
              "labels_flipped_grid", "bids_per_echo", "bids_4d", "bids_no_field_strength_cli",
-             "bids_real_imag", "bids_dataset_root"]
+             "bids_real_imag", "bids_dataset_root", "echoes_shuffled"]
 
 
 @pytest.mark.parametrize("name", SAME_DATA)
