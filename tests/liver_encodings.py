@@ -222,6 +222,16 @@ def write_echo_times_ms_command_line(phantom, folder) -> list[str]:
                  "--b0", f"{phantom.b0_tesla:g}")
 
 
+def write_echo_times_submillisecond_as_seconds(phantom, folder) -> list[str]:
+    """Echo times of 0.12-0.72 "s": a short-echo protocol's milliseconds (all below 1, so not
+    recognisable by their size) given as seconds."""
+    folder = Path(folder)
+    m, p = _four_d(phantom, folder, None)
+    return _argv([m], [p], _labels(phantom, folder), "--echo-times",
+                 ",".join(f"{100 * t:g}" for t in phantom.echo_times_s),
+                 "--b0", f"{phantom.b0_tesla:g}")
+
+
 # ------------------------------------------------------------------------------------------
 # 4. missing or inconsistent pieces
 

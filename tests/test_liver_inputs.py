@@ -84,6 +84,7 @@ REFUSED = {
     "nan_phase": "NaN",
     "bids_echo_mismatch": "phase echoes [1, 2, 3, 4, 5] differ",
     "bids_echo_times_ms": "look like milliseconds",
+    "echo_times_submillisecond_as_seconds": "too long for a chemical-shift-encoded GRE",
 }
 
 

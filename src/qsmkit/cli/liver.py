@@ -36,6 +36,13 @@ examples:
   qsmkit liver dicom/ --b0 3 --reference air -o out/
 """
 
+MAX_ECHO_TIME_S = 0.1
+"""Longest echo time accepted (s). Chemical-shift-encoded liver protocols sample 3-6 (or
+more) echoes about 1-2.5 ms apart, the last well below 30 ms (Reeder SB, Cruite I, Hamilton G,
+Sirlin CB. Quantitative assessment of liver fat with magnetic resonance imaging and
+spectroscopy. J Magn Reson Imaging 2011;34:729-749); a longer one is milliseconds below 1
+read as seconds, or another scan."""
+
 OUTPUTS = (
     "water.nii.gz", "fat.nii.gz", "pdff.nii.gz", "field_hz.nii.gz", "r2star.nii.gz",
     "r2star_in_range.nii.gz", "chi.nii.gz", "lic_r2star.nii.gz", "lic_qsm.nii.gz",
@@ -219,6 +226,13 @@ def load_inputs(args):
         raise InputError(
             f"liver analysis needs a chemical-shift-encoded acquisition (at least 3, ideally 6 "
             f"echoes); got {acq.n_echoes}"
+        )
+    if float(acq.echo_times_s.max()) > MAX_ECHO_TIME_S:
+        raise InputError(
+            f"echo times {', '.join(f'{t:g}' for t in acq.echo_times_s)} s are too long for a "
+            f"chemical-shift-encoded GRE (echoes at 1-2.5 ms spacing, the last below "
+            f"{1e3 * MAX_ECHO_TIME_S:g} ms); milliseconds given as seconds? give the echo "
+            "times in seconds"
         )
     labels = None
     if args.labels:
