@@ -23,10 +23,15 @@ Estimation, in three steps:
    blocks, coarse to fine; the coarsest blocks take their global minimum, every finer level
    the minimum of residual plus a quadratic smoothness prior around the interpolated coarser
    map (loosened where that map is steep). Gauss–Newton (step 3) then stays within 0.4 fat
-   shifts of this field, voxels whose field is undetermined (Cramér–Rao SD above a quarter of
-   the fat shift: iron) take the smoothed field, with R2* and real W, F sharing the initial
-   phase of their neighbourhood (Bydder 2011) fitted at it, and the final
-   field is unwrapped in space through the aliasing period.
+   shifts of this field. Voxels whose field is undetermined by the free fit (Cramér–Rao SD
+   above a quarter of the fat shift: iron, signal gone after the first echo or two) are
+   refitted with the initial phase of their well-measured neighbourhood (Bydder 2011): real,
+   non-negative W and F (the neighbourhood's dominant species the larger), so that even the
+   first echo alone measures the field through its phase. Their residual curves over one
+   aliasing period around the smoothed field are summed over decayed neighbours to choose the
+   basin, each voxel then takes its own minimum in it, and its SD is the Cramér–Rao bound of
+   this phase-constrained model. The final field is unwrapped in space through the aliasing
+   period.
    ``field_method="region_growing"`` is the former greedy estimate:
    **region growing over the candidates** (after Yu 2005): voxels are visited from the most to
    the least unambiguous (the residual gap between best and second candidate), each taking the
@@ -476,6 +481,177 @@ class FatWaterModel:
         w, f = self._real_wf(s, psi_c, phase0)
         return w, f, psi_c
 
+    def _constrained_curves(self, y, psi, fat_dominant):
+        """Residual of the phase-constrained fit over field offsets (one aliasing period).
+
+        ``y``: echoes with the initial phase removed; W, F real and non-negative, the larger of
+        the two the neighbourhood's dominant species (at echo times near opposed phase a pure
+        water voxel with its phase flipped by pi is otherwise a pure fat voxel at another
+        field); R2* minimised over a grid. Returns ``(offsets_hz (K,), curves (N, K))``.
+        """
+        tes = self.echo_times_s
+        n_k = 64
+        offsets = (np.arange(n_k) / n_k - 0.5) * self.period_hz
+        rates = np.concatenate([[0.0], np.geomspace(10.0, self.r2star_max, 19)])
+        yr = np.concatenate([y.real, y.imag], axis=1)
+        yy = (yr**2).sum(axis=1)
+        curves = np.full((y.shape[0], n_k), np.inf)
+        for k, off in enumerate(offsets):
+            for rate in rates:
+                d = np.exp((2j * np.pi * (psi[:, None] + off) - rate) * tes[None, :])
+                res = _bounded_wf_residual(d, d * self.fat_c[None, :], yr, yy, fat_dominant)
+                np.minimum(curves[:, k], res, out=curves[:, k])
+        return offsets, curves
+
+    def _refine_phase_constrained(self, s, w, f, psi_c, phase0, n_iter: int = 6):
+        """Gauss–Newton of (W, F, psi, R2*) with W, F real at the initial phase ``phase0``,
+        from a grid solution; steps limited to an eighth of the period in field."""
+        tes = self.echo_times_s
+        y = s * np.exp(-1j * phase0)[:, None]
+        yr = np.concatenate([y.real, y.imag], axis=1)
+        rot = np.exp(-1j * phase0)
+        x = np.stack([(w * rot).real, (f * rot).real, psi_c.real, 2 * np.pi * psi_c.imag], 1)
+        start = x[:, 2].copy()
+        for _ in range(n_iter):
+            d = np.exp((2j * np.pi * x[:, 2:3] - x[:, 3:4]) * tes[None, :])
+            m = (x[:, 0:1] + x[:, 1:2] * self.fat_c[None, :]) * d
+            jac = np.stack([d, d * self.fat_c[None, :], 2j * np.pi * tes[None, :] * m,
+                            -tes[None, :] * m], axis=-1)
+            jr = np.concatenate([jac.real, jac.imag], axis=1)
+            r = yr - np.concatenate([m.real, m.imag], axis=1)
+            jtj = np.einsum("nei,nej->nij", jr, jr)
+            jtj += 1e-6 * np.trace(jtj, axis1=1, axis2=2)[:, None, None] * np.eye(4)
+            step = np.linalg.solve(jtj, np.einsum("nei,ne->ni", jr, r)[..., None])[..., 0]
+            step[:, 2] = np.clip(step[:, 2], -self.period_hz / 16, self.period_hz / 16)
+            x = x + step
+            x[:, 2] = np.clip(x[:, 2], start - self.period_hz / 8, start + self.period_hz / 8)
+            x[:, 3] = np.clip(x[:, 3], 0.0, self.r2star_max)
+        back = np.exp(1j * phase0)
+        return x[:, 0] * back, x[:, 1] * back, x[:, 2] + 1j * x[:, 3] / (2 * np.pi)
+
+    def _crlb_phase_constrained(self, w, f, psi_c, phase0):
+        """Field entry of the Cramér–Rao bound with real W, F at the known initial phase
+        (per unit noise variance per channel); parameters (W, F, psi, R2*)."""
+        tes = self.echo_times_s
+        rot = np.exp(-1j * phase0)
+        wr, fr = (w * rot).real, (f * rot).real
+        d = np.exp(2j * np.pi * psi_c[:, None] * tes[None, :])
+        m = (wr[:, None] + fr[:, None] * self.fat_c[None, :]) * d
+        jac = np.stack([d, d * self.fat_c[None, :], 2j * np.pi * tes[None, :] * m,
+                        -tes[None, :] * m], axis=-1)
+        jr = np.concatenate([jac.real, jac.imag], axis=1)
+        jtj = np.einsum("nei,nej->nij", jr, jr)
+        jtj += 1e-12 * np.trace(jtj, axis1=1, axis2=2)[:, None, None] * np.eye(4)
+        return np.abs(np.linalg.inv(jtj)[:, 2, 2])
+
+    def _decayed_fields(self, s, mask, which, ref, phase0, fat_dominant, noise_var):
+        """Phase-constrained fields of the decayed voxels ``which`` (indices into ``s``).
+
+        The residual curves, in offsets from the smoothed field ``ref``, are averaged over the
+        decayed neighbours (Gaussian, sigma one voxel) to choose the basin; each voxel then
+        takes the minimum of its own curve within an eighth of the period of that choice.
+        The smoothed field stays where the neighbourhood's data do not contradict it: a
+        likelihood-ratio statistic (residual at ``ref`` minus the minimum, summed over the
+        effective number of neighbours, over the noise variance) below 25. With one echo of
+        signal and fat at an angle to water (1.5 T), the phase of that echo is also explained
+        by a little fat, so the data alone are a poorer estimate than a smooth field unless
+        the region makes its own field. Returns ``(field_hz, measured)``.
+        """
+        from scipy.ndimage import convolve, gaussian_filter
+
+        y = s[which] * np.exp(-1j * phase0[which])[:, None]
+        offsets, curves = self._constrained_curves(y, ref[which], fat_dominant[which])
+        var = noise_var if np.isfinite(noise_var) and noise_var > 0 else float(
+            np.median(curves.min(axis=1))) or 1.0
+        coords = tuple(np.argwhere(mask)[which].T)
+        present = np.zeros(mask.shape, np.float32)
+        present[coords] = 1.0
+        den = gaussian_filter(present, 1.0, mode="constant")[coords]
+        impulse = np.zeros((9, 9, 9), np.float32)
+        impulse[4, 4, 4] = 1.0
+        kernel = gaussian_filter(impulse, 1.0, mode="constant")
+        den2 = convolve(present, kernel**2, mode="constant")[coords]
+        n_eff = den**2 / np.maximum(den2, 1e-30)
+        vol = np.zeros(mask.shape, np.float32)
+        smooth = np.empty_like(curves)
+        for k in range(offsets.size):
+            vol[coords] = curves[:, k] / var
+            smooth[:, k] = gaussian_filter(vol, 1.0, mode="constant")[coords]
+        smooth /= np.maximum(den, 1e-30)[:, None]
+        k_best = np.argmin(smooth, axis=1)
+        rows = np.arange(k_best.size)
+        k_ref = int(np.argmin(np.abs(offsets)))
+        statistic = n_eff * (smooth[:, k_ref] - smooth[rows, k_best])
+        basin = offsets[k_best]
+        step = offsets[1] - offsets[0]
+        per = self.period_hz
+        dist = np.abs((offsets[None, :] - basin[:, None] + per / 2) % per - per / 2)
+        own = np.where(dist <= per / 8, curves, np.inf)
+        best = np.argmin(own, axis=1)
+        rl = own[rows, (best - 1) % offsets.size]
+        rc = own[rows, best]
+        rr = own[rows, (best + 1) % offsets.size]
+        den3 = rl - 2 * rc + rr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = np.where(np.isfinite(den3) & (den3 > 0), 0.5 * (rl - rr) / den3, 0.0)
+        field = ref[which] + offsets[best] + np.clip(np.nan_to_num(shift), -0.5, 0.5) * step
+        measured = statistic > 25.0
+        return np.where(measured, field, ref[which]), measured
+
+    def _residual(self, s, w, f, psi_c):
+        """``sum_n |s_n - model_n|^2`` per voxel."""
+        d = np.exp(2j * np.pi * psi_c[:, None] * self.echo_times_s[None, :])
+        return (np.abs(s - (w[:, None] + f[:, None] * self.fat_c) * d) ** 2).sum(axis=1)
+
+    def _fit_decayed(self, s, mask, which, ref, phase0, fat_dominant, noise_var):
+        """W, F, complex field and field CRLB of the decayed voxels ``which``.
+
+        Fields from :meth:`_decayed_fields`, refined by phase-constrained Gauss–Newton, then
+        averaged over decayed neighbours with weights ``1 / CRLB`` (Gaussian, sigma one
+        voxel: one or two echoes give a noisy field per voxel, and W, F fitted at a noisy
+        field read the phase error as fat). W, F and R2* are fitted at that field; a voxel
+        whose data do not contradict ``ref``, or whose phase-constrained SD still exceeds a
+        quarter of the period, keeps ``ref`` with the SD of the free fit (no weight).
+        """
+        from scipy.ndimage import gaussian_filter
+
+        field, measured = self._decayed_fields(s, mask, which, ref, phase0, fat_dominant,
+                                               noise_var)
+        crlb = np.empty(which.size)
+        for start in range(0, which.size, 16 * _CHUNK):
+            sl = slice(start, start + 16 * _CHUNK)
+            sel = which[sl]
+            w_n, f_n, p_n = self._fixed_field_fit(s[sel], field[sl], phase0[sel])
+            w_r, f_r, p_r = self._refine_phase_constrained(s[sel], w_n, f_n, p_n, phase0[sel])
+            keep = measured[sl]  # the smoothed field is not refined away from
+            w_n, f_n = np.where(keep, w_r, w_n), np.where(keep, f_r, f_n)
+            p_n = np.where(keep, p_r, p_n)
+            field[sl] = p_n.real
+            crlb[sl] = self._crlb_phase_constrained(w_n, f_n, p_n, phase0[sel])
+        var = noise_var if np.isfinite(noise_var) and noise_var > 0 else 1.0
+        lost = (np.sqrt(var * crlb) > 0.25 * self.period_hz) | ~measured
+        field = np.where(lost, ref[which], field)
+        coords = tuple(np.argwhere(mask)[which].T)
+        wt = np.zeros(mask.shape)
+        val = np.zeros(mask.shape)
+        wt[coords] = np.where(lost, 0.0, 1.0 / np.maximum(crlb, 1e-30))
+        val[coords] = wt[coords] * (field - ref[which])  # smooth the offset, not the field
+        den = gaussian_filter(wt, 1.0, mode="constant")[coords]
+        num = gaussian_filter(val, 1.0, mode="constant")[coords]
+        field = np.where(lost | ~(den > 0), field,
+                         ref[which] + num / np.maximum(den, 1e-300))
+        w_o = np.empty(which.size, np.complex128)
+        f_o = np.empty_like(w_o)
+        p_o = np.empty_like(w_o)
+        for start in range(0, which.size, 16 * _CHUNK):
+            sl = slice(start, start + 16 * _CHUNK)
+            sel = which[sl]
+            w_o[sl], f_o[sl], p_o[sl] = self._fixed_field_fit(s[sel], field[sl], phase0[sel])
+            crlb[sl] = np.where(
+                lost[sl], self._crlb(w_o[sl], f_o[sl], p_o[sl]),  # the smoothed field: no data
+                self._crlb_phase_constrained(w_o[sl], f_o[sl], p_o[sl], phase0[sel]))
+        return w_o, f_o, p_o, crlb
+
     def _repair(self, s, mask, w, f, psi_c, resid, crlb, sd, noise_var):
         """Detect fat–water swaps and undetermined fields; refit them near the smooth field.
 
@@ -486,8 +662,11 @@ class FatWaterModel:
         ``200 sigma^2`` (a true swap fits about as well as the truth; a real steep field near
         air, which smoothing cannot follow, fits far better than a field pulled towards the
         reference). A voxel whose own field is less precise than a quarter of the fat shift
-        (signal gone after the first echoes) takes the reference field, with R2* and real W, F
-        sharing the smoothed initial phase of the well-measured neighbourhood fitted at it.
+        (signal gone after the first echoes) is refitted with the smoothed initial phase of the
+        well-measured neighbourhood (:meth:`_decayed_fields`): with that phase known, the first
+        echo alone measures the field; R2* and real W, F are then fitted at that field, and the
+        SD is that of the phase-constrained model. Where even that SD exceeds a quarter of the
+        period, the voxel keeps the reference field.
         """
         from scipy.ndimage import gaussian_filter
 
@@ -507,27 +686,41 @@ class FatWaterModel:
         z0[mask] = (w + f) * wv
         phase0 = np.angle(gaussian_filter(z0.real, 2.0, mode="nearest")[mask]
                           + 1j * gaussian_filter(z0.imag, 2.0, mode="nearest")[mask])
+        zw = np.zeros(mask.shape)
+        zw[mask] = np.abs(w) * wv
+        zf = np.zeros(mask.shape)
+        zf[mask] = np.abs(f) * wv
+        fat_dominant = (gaussian_filter(zf, 2.0, mode="nearest")
+                        > gaussian_filter(zw, 2.0, mode="nearest"))[mask]
         undetermined = ~(sd < 0.25 * fat_shift)
+        if np.isfinite(noise_var) and noise_var > 0 and self.echo_times_s.size >= 3:
+            # fewer than three echoes above twice the noise: the free fit's Cramér–Rao SD,
+            # taken at its own (noise-driven) solution, is no guide to its error there
+            sigma = np.sqrt(noise_var)
+            third = np.abs(w + f) * np.exp(-2 * np.pi * psi_c.imag * self.echo_times_s[2])
+            undetermined |= third < 2.0 * sigma
+            if s.shape[1] >= 4:  # noise lowers the fitted R2*: also the measured echoes
+                undetermined |= (np.abs(s[:, 2]) < 2.0 * sigma) & (np.abs(s[:, 3]) < 2.0 * sigma)
         suspect = (np.abs(psi - ref) > 0.5 * fat_shift) & ~undetermined & self.repair_swaps
         tol = 200.0 * noise_var if np.isfinite(noise_var) else np.inf
         w, f, psi_c, resid, crlb = (a.copy() for a in (w, f, psi_c, resid, crlb))
         n_done = 0
-        for which, fixed in ((np.nonzero(suspect)[0], False), (np.nonzero(undetermined)[0], True)):
-            for start in range(0, which.size, 16 * _CHUNK):
-                sel = which[start:start + 16 * _CHUNK]
-                if fixed:
-                    w_n, f_n, p_n = self._fixed_field_fit(s[sel], ref[sel], phase0[sel])
-                else:
-                    p0 = ref[sel] + 1j * psi_c[sel].imag
-                    w_n, f_n, p_n = self._refine(s[sel], p0)
-                d = np.exp(2j * np.pi * p_n[:, None] * self.echo_times_s[None, :])
-                r_n = (np.abs(s[sel] - (w_n[:, None] + f_n[:, None] * self.fat_c) * d) ** 2
-                       ).sum(axis=1)
-                take = np.ones(sel.size, bool) if fixed else r_n <= resid[sel] + tol
-                t = sel[take]
-                w[t], f[t], psi_c[t], resid[t] = w_n[take], f_n[take], p_n[take], r_n[take]
-                crlb[t] = self._crlb(w[t], f[t], psi_c[t])
-                n_done += int(take.sum())
+        which = np.nonzero(suspect)[0]
+        for start in range(0, which.size, 16 * _CHUNK):
+            sel = which[start:start + 16 * _CHUNK]
+            w_n, f_n, p_n = self._refine(s[sel], ref[sel] + 1j * psi_c[sel].imag)
+            r_n = self._residual(s[sel], w_n, f_n, p_n)
+            take = r_n <= resid[sel] + tol
+            t = sel[take]
+            w[t], f[t], psi_c[t], resid[t] = w_n[take], f_n[take], p_n[take], r_n[take]
+            crlb[t] = self._crlb(w[t], f[t], psi_c[t])
+            n_done += int(take.sum())
+        und = np.nonzero(undetermined)[0]
+        if und.size:
+            w[und], f[und], psi_c[und], crlb[und] = self._fit_decayed(
+                s, mask, und, ref, phase0, fat_dominant, noise_var)
+            resid[und] = self._residual(s[und], w[und], f[und], psi_c[und])
+            n_done += int(und.size)
         return w, f, psi_c, resid, crlb, n_done
 
     # -- public -------------------------------------------------------------------------------
@@ -681,6 +874,33 @@ class FatWaterModel:
                 "repaired_voxels": int(n_repaired),
             },
         )
+
+
+def _bounded_wf_residual(a_w, a_f, yr, yy, fat_dominant):
+    """Least-squares residual of ``y ≈ W a_w + F a_f`` with W, F real, both non-negative and
+    the dominant one (fat where ``fat_dominant``) at least the other: the unconstrained
+    solution where it is feasible, else the better of the boundary solutions (dominant species
+    alone, or W = F). ``yr``: real-stacked data (N, 2E); ``yy``: its squared norm."""
+    ar_w = np.concatenate([a_w.real, a_w.imag], axis=1)
+    ar_f = np.concatenate([a_f.real, a_f.imag], axis=1)
+    gww = (ar_w * ar_w).sum(axis=1)
+    gff = (ar_f * ar_f).sum(axis=1)
+    gwf = (ar_w * ar_f).sum(axis=1)
+    bw = (ar_w * yr).sum(axis=1)
+    bf = (ar_f * yr).sum(axis=1)
+    det = gww * gff - gwf**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xw = (gff * bw - gwf * bf) / det
+        xf = (gww * bf - gwf * bw) / det
+    big, small = np.where(fat_dominant, xf, xw), np.where(fat_dominant, xw, xf)
+    feasible = (small >= 0) & (big >= small) & (det > 0)
+    r_both = yy - (xw * bw + xf * bf)
+    b_dom = np.where(fat_dominant, bf, bw)
+    g_dom = np.where(fat_dominant, gff, gww)
+    r_one = yy - np.maximum(b_dom, 0.0) ** 2 / np.maximum(g_dom, 1e-30)
+    b_eq, g_eq = bw + bf, gww + 2 * gwf + gff
+    r_eq = yy - np.maximum(b_eq, 0.0) ** 2 / np.maximum(g_eq, 1e-30)
+    return np.where(feasible, r_both, np.minimum(r_one, r_eq))
 
 
 # -- region growing (numba) --------------------------------------------------------------------

@@ -440,6 +440,12 @@ def analyse_liver(
     else:
         first = mag[..., 0]
         support = first > 0.05 * np.percentile(first, 99)
+    if labels is not None and mask is None and np.shape(labels) == support.shape:
+        # labelled tissue whose signal is near the noise at the first echo (iron) is fitted
+        # too: with the initial phase of its neighbourhood its first echo still gives a field
+        from qsmkit.body.liver_qsm import _filled
+
+        support = support | ((np.rint(np.asarray(labels)) > 0) & _filled(support))
     fit = model.fit(mag, phase, mask=support)
     s0 = fit.s0
     body = mask if mask is not None else body_mask(mag[..., 0], fit.noise_sd) & support
@@ -641,7 +647,10 @@ def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, 
     of :func:`_region_fit` plus the fitted offset: the voxel fits are noise there and the field
     map only interpolates the surroundings), and its data weight
     by the pooled precision shared among its voxels, so that liver QSM uses what the region's
-    few echoes do say about its field (``field_hz`` and ``weight`` are changed in place).
+    few echoes do say about its field (``field_hz`` and ``weight`` are changed in place) —
+    unless the voxel map is the more precise: the fat–water fit measures decayed voxels with
+    the initial phase of their neighbourhood, which the pooled fit (free amplitude and phase
+    per voxel) does not use.
     """
     sigma = fit.noise_sd
     if not (np.isfinite(sigma) and sigma > 0):
@@ -660,6 +669,11 @@ def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, 
         res, known = _region_fit(mag, phase, fit.field_hz, fit.field_sd_hz, region,
                                  echo_times_s, b0_tesla, sigma, voxel_size)
         out[label] = res
+        sd_v = sd_map[region]
+        map_sd = (1.0 / np.sqrt(np.sum(1.0 / sd_v[np.isfinite(sd_v)] ** 2))
+                  if np.isfinite(sd_v).any() else np.inf)
+        if not res.field_offset_sd_hz < map_sd:
+            continue  # the voxel map (phase-constrained where decayed) measures it better
         if np.isfinite(res.field_offset_hz) and np.isfinite(res.field_offset_sd_hz):
             field_hz[region] = (known + res.field_offset_hz).astype(np.float32)
             w = sd_ref / (res.field_offset_sd_hz * np.sqrt(n)) if np.isfinite(sd_ref) else 0
