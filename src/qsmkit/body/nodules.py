@@ -726,6 +726,10 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
         return sum((g - c * v) ** 2 for g, c, v in zip(grids, centre, vs, strict=True)
                    ) <= radius_mm**2 + 1e-9
 
+    def touches_edge(comp):
+        sl = ndimage.find_objects(comp.astype(np.uint8))[0]
+        return any(s.start == 0 or s.stop == dim for s, dim in zip(sl, liver.shape, strict=True))
+
     def half_peak_r2(comp):
         # the part of a candidate above half its peak R2* contrast (the threshold on a
         # smoothed z-map draws a halo around a strong nodule)
@@ -744,13 +748,11 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
     while queue:
         comp, may_split = queue.pop(0)
         needs_class = not may_split
-        sl = ndimage.find_objects(comp.astype(np.uint8))[0]
         nvox = int(comp.sum())
         volume_ml = nvox * voxel_ml
         diameter_mm = float((6 * volume_ml * 1000 / np.pi) ** (1 / 3))
         reason = None
-        touches_volume = any(s.start == 0 or s.stop == dim
-                             for s, dim in zip(sl, liver.shape, strict=True))
+        touches_volume = touches_edge(comp)
         if nvox < params.min_voxels:
             reason = f"fewer than {params.min_voxels} voxels ({nvox})"
         elif diameter_mm < params.min_diameter_mm:
@@ -772,12 +774,13 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
                     queue.append((cores == j, False))
                 # and what is blob-shaped at the scale of the smallest nodule sought (a 1 cm
                 # nodule is thinner than that ball): the component within that radius of
-                # the blob's centre, its own part
+                # the blob's centre, its own part; also inside a thick part that runs out of
+                # the slab (a nodule beside a vein along B0), which is rejected whole
                 sign = 1.0 if float(np.mean(z_r2[comp])) > 0 else -1.0
                 for centre in blob_centres(scores[sign], comp, vs,
                                            radius_mm=params.min_inscribed_radius_mm,
                                            min_ratio=params.min_blob_curvature_ratio):
-                    if cores[centre]:
+                    if cores[centre] and not touches_edge(cores == cores[centre]):
                         continue
                     near = ball_around(centre, params.min_inscribed_radius_mm) & comp
                     part, _ = ndimage.label(near)
