@@ -55,3 +55,19 @@ def test_patches_without_signal_are_flagged_and_measured_by_their_first_echoes(a
         if p["lic_mg_per_g"] <= 7:
             assert "chi_from_surroundings" not in row["flags"], row
             assert row["chi_se_ppm"] < 0.05, row
+
+
+def test_chi_from_a_first_echo_near_the_noise_is_flagged():
+    # 3 T, SNR 30: LIC 35 (R2* ≈ 2700 1/s) leaves a first echo of about 1.5 noise SDs, whose
+    # phase still gives a field, but one biased towards the surroundings
+    ph = make_abdomen_phantom(shape=(64, 64, 8), voxel_mm=(4.0, 4.0, 8.0), b0_tesla=3.0,
+                              snr=30.0, seed=5)
+    an = analyse_liver(ph.magnitude, ph.phase, ph.echo_times_s, 3.0, ph.voxel_mm,
+                       labels=ph.patch_labels)
+    rows = {row["label"]: row for row in an.rows}
+    for p in ph.patches:
+        flags = rows[p["label"]]["flags"].split(";")
+        if p["lic_mg_per_g"] >= 35:
+            assert "chi_low_snr" in flags or "chi_from_surroundings" in flags, flags
+        if p["lic_mg_per_g"] <= 12:
+            assert "chi_low_snr" not in flags, (p, flags)

@@ -163,7 +163,10 @@ by ";", ``low_signal`` (pooled estimate),
 (LIC by R2* not trustworthy), ``chi_from_surroundings`` (the region's own field does not
 measure its χ: standard error above
 :data:`~qsmkit.body.liver_qsm.OWN_FIELD_SE_LIMIT_PPM`, or, without that refit, mean weight
-below :data:`CHI_WEIGHT_FLAG`) and ``no_signal`` (nothing measurable). ``chi_se_ppm`` is the
+below :data:`CHI_WEIGHT_FLAG`), ``chi_low_snr`` (the region's first echo is within
+:data:`CHI_LOW_SNR` noise SDs: its field comes from the phase of that echo alone, which is
+biased towards the surroundings there, and ``chi_se_ppm`` does not cover that) and
+``no_signal`` (nothing measurable). ``chi_se_ppm`` is the
 standard error of the region's χ from its own field (noise only; NaN when not refitted)."""
 
 CHI_WEIGHT_FLAG = 0.05
@@ -171,6 +174,13 @@ CHI_WEIGHT_FLAG = 0.05
 ``chi_from_surroundings``: its own field says almost nothing, so its χ rests on the field
 it produces around it, which depends on the model of the anatomy outside the region
 (``docs/liver.md``)."""
+
+CHI_LOW_SNR = 3.0
+"""First-echo amplitude SNR (amplitude over the per-channel noise SD, from the region's mean
+power less the noise) below which ``chi_low_snr`` is flagged. Measured on the independent
+abdomen at 3 T: patches of LIC 35 mg/g (R2* 2740 1/s, first echo at TE 1.2 ms ≈ 4 % of the
+signal) read χ within −11…+6 % at SNR 60 (first echo ≈ 3 SDs) and −8…−20 % at SNR 30, with
+standard errors of 0.05 ppm that do not cover the latter."""
 
 PDFF_NOT_MEASURED_SD_PERCENT = 10.0
 """Above this SD (points) a pooled PDFF is reported as NaN (flag ``pdff_uncertain`` kept)."""
@@ -303,6 +313,11 @@ class LiverAnalysis:
                 self.weight[qregion])) < CHI_WEIGHT_FLAG * float(np.median(body_w)))
         if silent:
             flags.append("chi_from_surroundings")
+        elif np.isfinite(self.noise_sd) and self.noise_sd > 0 and qregion.any():
+            power = float(np.mean(self.magnitude[..., 0][qregion].astype(float) ** 2))
+            amp = np.sqrt(max(power - 2.0 * self.noise_sd**2, 0.0))
+            if amp < CHI_LOW_SNR * self.noise_sd:
+                flags.append("chi_low_snr")
         pdff_for_lic = pdff if np.isfinite(pdff) else 0.0
         return {
             "label": label,

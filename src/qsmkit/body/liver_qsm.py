@@ -19,6 +19,8 @@ compatibility of the first and second kinds. Med Phys 1996;23:815-850.
 Liu T, Khalidov I, de Rochefort L, Spincemaille P, Liu J, Tsiouris AJ, Wang Y. A novel
 background field removal method for MRI using projection onto dipole fields (PDF). NMR Biomed
 2011;24:1129-1136.
+Birge RT. The calculation of errors by the method of least squares. Phys Rev 1932;40:207-227
+(scaling a standard error by the square root of the reduced chi-square).
 """
 
 from __future__ import annotations
@@ -412,7 +414,8 @@ def own_field_estimates(local_ppm, chi, weight, rois, used, voxel_size, b0_dir, 
     at unit susceptibility, continued beyond the ``region_faces`` it reaches (the joint fit's
     own model of the slab by default, so that both estimates read the same geometry).
     ``sd_ppm`` is the field SD (ppm) of a voxel of weight 1: the standard error is
-    ``sd_ppm / sqrt(sum(w^2 g^2))``.
+    ``sd_ppm / sqrt(sum(w^2 g^2))``, times the Birge ratio ``sqrt(chi2 / (n - 1))`` of the
+    region's weighted residual where that exceeds 1 (Birge 1932).
 
     Returns ``{label: (chi_ppm, se_ppm)}`` (``se_ppm`` NaN without ``sd_ppm``).
     """
@@ -438,7 +441,17 @@ def own_field_estimates(local_ppm, chi, weight, rois, used, voxel_size, b0_dir, 
             out[label] = (float("nan"), float("inf"))
             continue
         value = float(np.sum(w2[use] * (local_ppm[use] - rest) * g)) / info
-        se = float(sd_ppm) / np.sqrt(info) if sd_ppm is not None else float("nan")
+        se = float("nan")
+        if sd_ppm is not None:
+            se = float(sd_ppm) / np.sqrt(info)
+            # Birge ratio: where the region's field scatters more than its weights say (the
+            # Cramér–Rao SD of a voxel with one echo near the noise is optimistic; tissue not
+            # uniform), the standard error grows with the reduced chi-square of its residual
+            n_used = int(np.count_nonzero(w2[use] > 0))
+            if n_used > 1:
+                resid = local_ppm[use] - rest - value * g
+                chi2 = float(np.sum(w2[use] * resid**2)) / float(sd_ppm) ** 2
+                se *= float(np.sqrt(max(1.0, chi2 / (n_used - 1))))
         out[label] = (value, se)
     return out
 
