@@ -386,8 +386,8 @@ def blob_curvatures(score, component, voxel_size, *, radius_mm: float) -> np.nda
     with derivatives in mm (anisotropic voxels: σ in voxels differs per axis), times σ²
     (scale normalisation), at the centroid of ``component`` (not at its peak, which for a
     nodule cut from a darker vein lies on the vein). Returned sorted by magnitude, largest
-    first: for a bright ball all three are
-    negative and alike; for a tube one is near zero (along its axis); for a sheet two are.
+    first: for a bright ball all three are negative and alike; for a tube one is near zero
+    (along its axis); for a sheet two are.
     Their ratio separates a compact nodule from the piece of a vessel it was cut from
     (Frangi et al. 1998 [10]_ use the same eigenvalue ratios for vessels).
 
@@ -514,20 +514,14 @@ def local_field_susceptibility(field_hz, weight, component, liver, voxel_size, *
     shape = region.shape
     padded = tuple(int(2 * n) for n in shape)
     kernel = dipole_kernel(padded, vs, b0_dir, half=True)
-    scale = larmor_hz(b0_tesla) * 1e-6
-
-    def unit_field(part):
-        spectrum = scipy.fft.rfftn(part.astype(np.float32), s=padded, workers=-1)
-        out = scipy.fft.irfftn(spectrum * kernel, s=padded, workers=-1)
-        return (out[: shape[0], : shape[1], : shape[2]] * scale).ravel()
-
-    columns = [unit_field(region)]
+    spectrum = scipy.fft.rfftn(region.astype(np.float32), s=padded, workers=-1)
+    unit_field = scipy.fft.irfftn(spectrum * kernel, s=padded, workers=-1)
+    unit_field = unit_field[: shape[0], : shape[1], : shape[2]] * larmor_hz(b0_tesla) * 1e-6
     w = np.where(np.asarray(liver, bool)[box], np.asarray(weight, float)[box], 0.0) ** 2
     ok = (w > 0).ravel() & np.isfinite(np.asarray(field_hz, float)[box]).ravel()
-    n_columns = len(columns) + _polynomial_columns((1, 1, 1), order).shape[1]
-    if ok.sum() < 3 * n_columns:
+    if ok.sum() < 3 * (1 + _polynomial_columns((1, 1, 1), order).shape[1]):
         return float("nan"), float("nan")
-    design = np.column_stack([*columns, _polynomial_columns(shape, order)])[ok]
+    design = np.column_stack([unit_field.ravel(), _polynomial_columns(shape, order)])[ok]
     y = np.asarray(field_hz, float)[box].ravel()[ok]
     w = w.ravel()[ok]
     robust = np.ones_like(w)
@@ -679,8 +673,6 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
         score = one_sided_z(log_r2, bg_logr2, liver, vs, params, sign)
         if field_hz is None:
             score = np.maximum(score, one_sided_z(chi, bg_chi, liver, vs, params, sign))
-        if __import__("os").environ.get("NOCLIP"):
-            score = sign * z_r2 if field_hz is not None else np.maximum(sign * z_chi, sign * z_r2)
         scores[sign] = score
         cand = hysteresis(score, params.z_low, params.z_high, liver)
         any_candidate |= cand
