@@ -550,12 +550,31 @@ def analyse_liver(
                   for label, region in regions.items() if label not in silent
                   for reg in [np.asarray(region, bool) & qsm.mask] if reg.any()]
         shift = float(np.median(shifts)) if shifts else 0.0
+        # the region's own (imprecise) estimate on the map's level, from the applied regions
+        own = qsm.info.get("own_field", {})
+        own_shifts = [float(np.mean(qsm.chi_ppm[reg]) - own[_roi_key(label)]["own_ppm"])
+                      for label, region in regions.items() if label not in silent
+                      and own.get(_roi_key(label), {}).get("applied")
+                      for reg in [np.asarray(region, bool) & qsm.mask] if reg.any()]
+        own_shift = float(np.median(own_shifts)) if own_shifts else 0.0
+        kept_own = []
         for label in silent:
             reg = np.asarray(regions[label], bool) & qsm.mask
-            chi_map[reg] = unguarded.chi_ppm[reg] + np.float32(shift)
+            value = unguarded.chi_ppm[reg] + np.float32(shift)
+            est = own.get(_roi_key(label), {})
+            own_value = float(est.get("own_ppm", np.nan)) + own_shift
+            se = float(est.get("se_ppm", np.nan))
+            if (np.isfinite(own_value) and np.isfinite(se)
+                    and abs(float(np.mean(value)) - own_value) > 3.0 * se):
+                # the surroundings contradict what the region's own field does say (more than
+                # 3 standard errors): the region's own estimate, imprecise but not refuted
+                value = np.full(value.shape, own_value, np.float32)
+                kept_own.append(str(label))
+            chi_map[reg] = value
         qsm = dataclasses.replace(qsm, chi_ppm=chi_map, info={
-            **qsm.info, "regions_from_unguarded_fit": [str(s) for s in silent],
-            "unguarded_fit_shift_ppm": shift})
+            **qsm.info, "regions_from_unguarded_fit": [str(s) for s in silent
+                                                       if str(s) not in kept_own],
+            "regions_own_field_kept": kept_own, "unguarded_fit_shift_ppm": shift})
     lic_r2 = np.where(body, cal.lic(r2), 0).astype(np.float32)
     lic_q = np.where(qsm.mask, lic_from_chi(qsm.chi_ppm, pdff, slope_ppm=slope), 0)
     analysis = LiverAnalysis(
