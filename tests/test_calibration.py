@@ -96,3 +96,39 @@ def test_every_calibration_is_documented():
         assert 0 < cal.lic_range[0] < cal.lic_range[1]
     for cal in C.CHI_LIC_CALIBRATIONS.values():
         assert cal.source and cal.slope_ppm > 0
+
+
+def test_calibration_spread_at_normal_iron():
+    # the published 1.5 T calibrations, written out: Wood 2005 0.0254 R2* + 0.202, Hankins
+    # 2009 0.028 R2* - 0.45, Hernando 2023 0.02603 R2* - 0.16 (mg/g dw)
+    lo, hi = C.calibration_spread(31.0, 1.5)
+    assert lo == pytest.approx(0.028 * 31 - 0.45) and hi == pytest.approx(0.0254 * 31 + 0.202)
+    lo, hi = C.calibration_spread(268.0, 1.5)
+    assert (hi - lo) / (0.02603 * 268 - 0.16) < 0.05
+    lo, hi = C.calibration_spread(65.0, 3.0)  # one calibration at 3 T
+    assert lo == hi == pytest.approx(1.349e-2 * 65 - 0.03)
+
+
+def test_liver_row_flags_a_calibration_dependent_lic():
+    rows = {}
+    for r2 in (31.0, 268.0):
+        rows[r2] = _one_region_analysis(r2).rows[0]
+    assert "lic_r2star_calibration_spread" in rows[31.0]["flags"]
+    assert rows[31.0]["r2star_in_range"]  # still measured, and still in Hernando's range
+    assert "lic_r2star_calibration_spread" not in rows[268.0]["flags"]
+
+
+def _one_region_analysis(r2star_per_s, b0=1.5, snr=200.0):
+    """A fat-free uniform block written for this test (no qsmkit signal model)."""
+    rng = np.random.default_rng(1)
+    tes = 1.2e-3 * np.arange(1, 7)
+    shape = (24, 24, 4)
+    field = 10.0 * np.linspace(-1, 1, shape[0])[:, None, None] * np.ones(shape)
+    s = np.exp((2j * np.pi * field[..., None] - r2star_per_s) * tes) * np.exp(0.3j)
+    s = s + (rng.standard_normal(s.shape) + 1j * rng.standard_normal(s.shape)) / snr
+    labels = np.zeros(shape, int)
+    labels[6:18, 6:18] = 1
+    an = L.analyse_liver(np.abs(s), np.angle(s), tes, b0, (2.0, 2.0, 4.0),
+                         mask=np.ones(shape, bool), labels=labels, reference="mask",
+                         face_guard_mm=0.0, beyond_mm=0.0)
+    return an

@@ -75,6 +75,7 @@ from qsmkit.body.calibration import (  # noqa: F401  (re-exported: public names 
     LIC_DRY_PER_WET,
     R2STAR_CALIBRATIONS,
     R2starCalibration,
+    calibration_spread,
     chi_from_lic,
     chi_lic_slope,
     lic_from_chi,
@@ -166,6 +167,8 @@ measure its χ: standard error above
 below :data:`CHI_WEIGHT_FLAG`), ``chi_low_snr`` (the region's first echo is within
 :data:`CHI_LOW_SNR` noise SDs: its field comes from the phase of that echo alone, which is
 biased towards the surroundings there, and ``chi_se_ppm`` does not cover that) and
+``lic_r2star_calibration_spread`` (published calibrations at this field disagree by more than
+:data:`LIC_CALIBRATION_SPREAD` of the value: near-normal iron) and
 ``no_signal`` (nothing measurable). ``chi_se_ppm`` is the
 standard error of the region's χ from its own field (noise only; NaN when not refitted)."""
 
@@ -174,6 +177,12 @@ CHI_WEIGHT_FLAG = 0.05
 ``chi_from_surroundings``: its own field says almost nothing, so its χ rests on the field
 it produces around it, which depends on the model of the anatomy outside the region
 (``docs/liver.md``)."""
+
+LIC_CALIBRATION_SPREAD = 0.15
+"""Where the published R2*→LIC calibrations for the field disagree by more than 15 % of the
+value (normal and near-normal iron, where their intercepts differ: at 1.5 T below about
+2.7 mg/g), ``lic_r2star_calibration_spread`` is flagged: LIC by R2* is known there only to
+the choice of calibration (15 %: the accuracy asked of LIC by R2* in docs/liver.md)."""
 
 CHI_LOW_SNR = 3.0
 """First-echo amplitude SNR (amplitude over the per-channel noise SD, from the region's mean
@@ -301,6 +310,11 @@ class LiverAnalysis:
             flags.append("pdff_uncertain")
         if not in_range:
             flags.append("r2star_out_of_range")
+        else:
+            lo, hi = calibration_spread(r2, self.calibration.b0_tesla)
+            lic_r2 = float(self.calibration.lic(r2))
+            if float(hi - lo) > LIC_CALIBRATION_SPREAD * max(abs(lic_r2), 1e-6):
+                flags.append("lic_r2star_calibration_spread")
         qregion = region & self.qsm_mask
         chi = float(np.mean(self.chi_ppm[qregion])) if qregion.any() else float("nan")
         own = self.info.get("qsm", {}).get("own_field", {}).get(_roi_key(label))
