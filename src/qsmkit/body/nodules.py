@@ -393,6 +393,15 @@ def blob_curvatures(score, component, voxel_size, *, radius_mm: float) -> np.nda
 
     Returns (3,) float, in the units of ``score``.
     """
+    hessian, inside, _ = _scale_normalised_hessian(score, component, voxel_size, radius_mm)
+    peak = tuple(int(round(c)) for c in ndimage.center_of_mass(inside))
+    ev = np.linalg.eigvalsh(hessian[peak].astype(np.float64))
+    return ev[np.argsort(-np.abs(ev))]
+
+
+def _scale_normalised_hessian(score, component, voxel_size, radius_mm: float):
+    """Hessian (σ² times the second derivatives in mm, σ = radius / √3) of ``score`` over the
+    bounding box of ``component`` grown by 4σ: ``(hessian (..., 3, 3), inside, box)``."""
     vs = np.asarray(voxel_size, float)
     comp = np.asarray(component, bool)
     sigma_mm = radius_mm / np.sqrt(3.0)
@@ -402,18 +411,15 @@ def blob_curvatures(score, component, voxel_size, *, radius_mm: float) -> np.nda
     box = tuple(slice(max(s.start - g, 0), min(s.stop + g, n))
                 for s, g, n in zip(sl, grow, comp.shape, strict=True))
     local = np.asarray(score, np.float32)[box]
-    inside = comp[box]
-    peak = tuple(int(round(c)) for c in ndimage.center_of_mass(inside))
-    hessian = np.zeros((3, 3))
+    hessian = np.zeros(local.shape + (3, 3), np.float32)
     for i in range(3):
         for j in range(i, 3):
             order = [0, 0, 0]
             order[i] += 1
             order[j] += 1
             d = ndimage.gaussian_filter(local, sigma, order=order, mode="nearest")
-            hessian[i, j] = hessian[j, i] = d[peak] / (vs[i] * vs[j]) * sigma_mm**2
-    ev = np.linalg.eigvalsh(hessian)
-    return ev[np.argsort(-np.abs(ev))]
+            hessian[..., i, j] = hessian[..., j, i] = d / (vs[i] * vs[j]) * sigma_mm**2
+    return hessian, comp[box], box
 
 
 def blob_centres(score, component, voxel_size, *, radius_mm: float,
@@ -426,28 +432,11 @@ def blob_centres(score, component, voxel_size, *, radius_mm: float,
     none along its axis) is a local maximum over the 26 neighbours. Used to split a compact
     nodule off a vessel it merged with (Lindeberg 1998 [9]_).
     """
-    vs = np.asarray(voxel_size, float)
-    comp = np.asarray(component, bool)
-    sigma_mm = radius_mm / np.sqrt(3.0)
-    sigma = sigma_mm / vs
-    sl = ndimage.find_objects(comp.astype(np.uint8))[0]
-    grow = np.ceil(4 * sigma).astype(int) + 1
-    box = tuple(slice(max(s.start - g, 0), min(s.stop + g, n))
-                for s, g, n in zip(sl, grow, comp.shape, strict=True))
-    local = np.asarray(score, np.float32)[box]
-    inside = comp[box]
-    hessian = np.zeros(local.shape + (3, 3), np.float32)
-    for i in range(3):
-        for j in range(i, 3):
-            order = [0, 0, 0]
-            order[i] += 1
-            order[j] += 1
-            d = ndimage.gaussian_filter(local, sigma, order=order, mode="nearest")
-            hessian[..., i, j] = hessian[..., j, i] = d / (vs[i] * vs[j]) * sigma_mm**2
+    hessian, inside, box = _scale_normalised_hessian(score, component, voxel_size, radius_mm)
     ev = np.linalg.eigvalsh(hessian[inside])  # ascending: most negative first
     least = -ev[:, 2]
     ok = (ev[:, 2] < 0) & (ev[:, 2] <= min_ratio * ev[:, 0])
-    strength = np.zeros(local.shape, np.float32)
+    strength = np.zeros(inside.shape, np.float32)
     strength[inside] = np.where(ok, least, 0.0)
     peaks = (strength > 0) & (strength == ndimage.maximum_filter(strength, size=3))
     offset = np.array([b.start for b in box])
