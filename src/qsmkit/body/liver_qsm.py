@@ -94,12 +94,17 @@ def _pads(shape, voxel_size) -> tuple[int, int, int]:
 
 
 def _filled(body: np.ndarray) -> np.ndarray:
-    """The body with its internal air (lungs, bowel gas) filled, slice by slice and in 3D."""
+    """The body with its internal air (lungs, bowel gas) filled, in 3D and slice by slice
+    across the grid's shortest axis (the slab's; the last of equals), whatever the storage
+    order: air open to a slab's face is enclosed in each slice of the slab."""
     from scipy import ndimage
 
     filled = ndimage.binary_fill_holes(body)
-    for z in range(body.shape[2]):
-        filled[:, :, z] |= ndimage.binary_fill_holes(body[:, :, z])
+    shape = body.shape
+    axis = len(shape) - 1 - int(np.argmin(shape[::-1]))
+    for k in range(shape[axis]):
+        index = (slice(None),) * axis + (k,)
+        filled[index] |= ndimage.binary_fill_holes(body[index])
     return filled
 
 
