@@ -96,13 +96,18 @@ def _four_d(phantom, folder: Path, meta: dict | None, mag=None, phase=None, affi
     return mag_path, phase_path
 
 
+def _four_d_argv(phantom, folder: Path, meta: dict | None, *extra, **four_d) -> list[str]:
+    """:func:`_four_d` files (and the patch labels) as a ``qsmkit liver`` command line."""
+    m, p = _four_d(phantom, folder, meta, **four_d)
+    return _argv([m], [p], _labels(phantom, folder), *extra)
+
+
 def write_4d_echotime_list(phantom, folder) -> list[str]:
     """BIDS-style ``EchoTime`` holding a list (one per volume)."""
     folder = Path(folder)
     meta = {"EchoTime": [float(t) for t in phantom.echo_times_s],
             "MagneticFieldStrength": phantom.b0_tesla}
-    m, p = _four_d(phantom, folder, meta)
-    return _argv([m], [p], _labels(phantom, folder))
+    return _four_d_argv(phantom, folder, meta)
 
 
 def write_4d_echotimes_key(phantom, folder) -> list[str]:
@@ -111,16 +116,15 @@ def write_4d_echotimes_key(phantom, folder) -> list[str]:
     meta = {"EchoTime": float(phantom.echo_times_s[0]),
             "EchoTimes": [float(t) for t in phantom.echo_times_s],
             "MagneticFieldStrength": phantom.b0_tesla}
-    m, p = _four_d(phantom, folder, meta)
-    return _argv([m], [p], _labels(phantom, folder))
+    return _four_d_argv(phantom, folder, meta)
 
 
 def write_4d_command_line(phantom, folder) -> list[str]:
     """No sidecars: echo times and field strength on the command line."""
     folder = Path(folder)
-    m, p = _four_d(phantom, folder, None)
-    return _argv([m], [p], _labels(phantom, folder), "--echo-times",
-                 ",".join(f"{t:g}" for t in phantom.echo_times_s), "--b0", f"{phantom.b0_tesla:g}")
+    return _four_d_argv(phantom, folder, None, "--echo-times",
+                        ",".join(f"{t:g}" for t in phantom.echo_times_s),
+                        "--b0", f"{phantom.b0_tesla:g}")
 
 
 def write_5d_echoes(phantom, folder) -> list[str]:
@@ -128,9 +132,8 @@ def write_5d_echoes(phantom, folder) -> list[str]:
     folder = Path(folder)
     meta = {"EchoTime": [float(t) for t in phantom.echo_times_s],
             "MagneticFieldStrength": phantom.b0_tesla}
-    m, p = _four_d(phantom, folder, meta, mag=phantom.magnitude[:, :, :, None, :],
-                   phase=phantom.phase[:, :, :, None, :])
-    return _argv([m], [p], _labels(phantom, folder))
+    return _four_d_argv(phantom, folder, meta, mag=phantom.magnitude[:, :, :, None, :],
+                        phase=phantom.phase[:, :, :, None, :])
 
 
 # ------------------------------------------------------------------------------------------
@@ -210,26 +213,23 @@ def write_echo_times_ms_list(phantom, folder) -> list[str]:
     folder = Path(folder)
     meta = {"EchoTime": [float(t) * 1e3 for t in phantom.echo_times_s],
             "MagneticFieldStrength": phantom.b0_tesla}
-    m, p = _four_d(phantom, folder, meta)
-    return _argv([m], [p], _labels(phantom, folder))
+    return _four_d_argv(phantom, folder, meta)
 
 
 def write_echo_times_ms_command_line(phantom, folder) -> list[str]:
     folder = Path(folder)
-    m, p = _four_d(phantom, folder, None)
-    return _argv([m], [p], _labels(phantom, folder), "--echo-times",
-                 ",".join(f"{1e3 * t:g}" for t in phantom.echo_times_s),
-                 "--b0", f"{phantom.b0_tesla:g}")
+    return _four_d_argv(phantom, folder, None, "--echo-times",
+                        ",".join(f"{1e3 * t:g}" for t in phantom.echo_times_s),
+                        "--b0", f"{phantom.b0_tesla:g}")
 
 
 def write_echo_times_submillisecond_as_seconds(phantom, folder) -> list[str]:
     """Echo times of 0.12-0.72 "s": a short-echo protocol's milliseconds (all below 1, so not
     recognisable by their size) given as seconds."""
     folder = Path(folder)
-    m, p = _four_d(phantom, folder, None)
-    return _argv([m], [p], _labels(phantom, folder), "--echo-times",
-                 ",".join(f"{100 * t:g}" for t in phantom.echo_times_s),
-                 "--b0", f"{phantom.b0_tesla:g}")
+    return _four_d_argv(phantom, folder, None, "--echo-times",
+                        ",".join(f"{100 * t:g}" for t in phantom.echo_times_s),
+                        "--b0", f"{phantom.b0_tesla:g}")
 
 
 # ------------------------------------------------------------------------------------------
