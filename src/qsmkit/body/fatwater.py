@@ -811,9 +811,7 @@ class FatWaterModel:
         for start in range(0, s.shape[0], 16 * _CHUNK):  # bounded memory of the Jacobians
             sl = slice(start, min(s.shape[0], start + 16 * _CHUNK))
             w[sl], f[sl], psi_c[sl] = self._refine(s[sl], psi_c[sl], max_shift)
-            d = np.exp(2j * np.pi * psi_c[sl, None] * self.echo_times_s[None, :])
-            model = (w[sl, None] + f[sl, None] * self.fat_c[None, :]) * d
-            resid[sl] = (np.abs(s[sl] - model) ** 2).sum(axis=1)
+            resid[sl] = self._residual(s[sl], w[sl], f[sl], psi_c[sl])
             crlb[sl] = self._crlb(w[sl], f[sl], psi_c[sl])
 
         dof = n_echo - 3
