@@ -105,8 +105,14 @@ def test_calibration_spread_at_normal_iron():
     assert lo == pytest.approx(0.028 * 31 - 0.45) and hi == pytest.approx(0.0254 * 31 + 0.202)
     lo, hi = C.calibration_spread(268.0, 1.5)
     assert (hi - lo) / (0.02603 * 268 - 0.16) < 0.05
-    lo, hi = C.calibration_spread(65.0, 3.0)  # one calibration at 3 T
-    assert lo == hi == pytest.approx(1.349e-2 * 65 - 0.03)
+    # at 3 T the 1.5 T calibrations apply to the R2* of the same LIC at 1.5 T (Hernando 2023
+    # at both fields: 1.349e-2 R2* - 0.03 at 3 T): 65 s^-1 is 35.7 s^-1 at 1.5 T
+    r2_15 = (1.349e-2 * 65 - 0.03 + 0.16) / 0.02603
+    lo, hi = C.calibration_spread(65.0, 3.0)
+    assert lo == pytest.approx(0.028 * r2_15 - 0.45) and hi == pytest.approx(0.0254 * r2_15 + 0.202)
+    lo, hi = C.calibration_spread(520.0, 3.0)  # 7 mg/g: they agree
+    assert (hi - lo) / (1.349e-2 * 520 - 0.03) < 0.05
+    assert np.isnan(C.calibration_spread(7.0, 7.0)[0])  # no calibration at 7 T
 
 
 def test_liver_row_flags_a_calibration_dependent_lic():
@@ -116,6 +122,8 @@ def test_liver_row_flags_a_calibration_dependent_lic():
     assert "lic_r2star_calibration_spread" in rows[31.0]["flags"]
     assert rows[31.0]["r2star_in_range"]  # still measured, and still in Hernando's range
     assert "lic_r2star_calibration_spread" not in rows[268.0]["flags"]
+    # at 3 T too, although only one calibration was made there (Wood 2005 on R2*/2 differs)
+    assert "lic_r2star_calibration_spread" in _one_region_analysis(65.0, b0=3.0).rows[0]["flags"]
 
 
 def _one_region_analysis(r2star_per_s, b0=1.5, snr=200.0):

@@ -299,20 +299,35 @@ def lic_from_r2star_checked(r2star_per_s, b0_tesla: float, calibration: str | No
 
 
 def calibration_spread(r2star_per_s, b0_tesla: float) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest LIC (mg Fe/g dw) that the published calibrations for ``b0_tesla``
-    (within 0.25 T) give for ``r2star_per_s``.
+    """Lowest and highest LIC (mg Fe/g dw) that the published calibrations give for
+    ``r2star_per_s`` measured at ``b0_tesla``.
 
     At normal and near-normal iron the calibrations differ most (their intercepts hold the
     R2* of iron-free tissue): at 1.5 T, R2* = 31 s^-1 reads 0.42 (Hankins 2009), 0.65
     (Hernando 2023) and 0.99 mg/g (Wood 2005); at 268 s^-1 they agree within 4 %.
-    With a single calibration at the field both arrays equal its value.
+
+    Calibrations made at the other field (1.5 T for 3 T data and the reverse) count too, with
+    the R2* carried to their field by the two Hernando 2023 calibrations (the R2* that gives
+    the same LIC there; R2* nearly doubles from 1.5 T to 3 T, Storey 2007): at 3 T, where
+    only Hernando 2023 is biopsy- or R2-calibrated, sites apply Wood 2005 to R2*/2, and the
+    spread between those choices is what a reader of the LIC faces. At 1.5 T this adds
+    nothing (Hernando's 3 T calibration carried back is its 1.5 T one).
     """
     r2 = np.asarray(r2star_per_s, dtype=float)
-    cals = [c for c in R2STAR_CALIBRATIONS.values() if abs(c.b0_tesla - float(b0_tesla)) <= 0.25]
-    if not cals:
+    b0 = float(b0_tesla)
+    try:
+        here = select_calibration(b0)
+    except InputError:
         nan = np.full(r2.shape, np.nan)
         return nan, nan
-    values = np.stack([c.lic(r2) for c in cals])
+    values = []
+    for cal in R2STAR_CALIBRATIONS.values():
+        if abs(cal.b0_tesla - b0) <= 0.25:
+            values.append(cal.lic(r2))
+        else:  # the R2* this LIC has at the calibration's own field
+            there = select_calibration(cal.b0_tesla)
+            values.append(cal.lic(there.r2star(here.lic(r2))))
+    values = np.stack(values)
     return values.min(axis=0), values.max(axis=0)
 
 

@@ -167,8 +167,9 @@ measure its χ: standard error above
 below :data:`CHI_WEIGHT_FLAG`), ``chi_low_snr`` (the region's first echo is within
 :data:`CHI_LOW_SNR` noise SDs: its field comes from the phase of that echo alone, which is
 biased towards the surroundings there, and ``chi_se_ppm`` does not cover that) and
-``lic_r2star_calibration_spread`` (published calibrations at this field disagree by more than
-:data:`LIC_CALIBRATION_SPREAD` of the value: near-normal iron) and
+``lic_r2star_calibration_spread`` (published calibrations, those of the other field applied
+to the R2* of the same LIC there, disagree by more than :data:`LIC_CALIBRATION_SPREAD` of the
+value: near-normal iron; :func:`~qsmkit.body.calibration.calibration_spread`) and
 ``no_signal`` (nothing measurable). ``chi_se_ppm`` is the
 standard error of the region's χ from its own field (noise only; NaN when not refitted)."""
 
@@ -179,10 +180,11 @@ it produces around it, which depends on the model of the anatomy outside the reg
 (``docs/liver.md``)."""
 
 LIC_CALIBRATION_SPREAD = 0.15
-"""Where the published R2*→LIC calibrations for the field disagree by more than 15 % of the
-value (normal and near-normal iron, where their intercepts differ: at 1.5 T below about
-2.7 mg/g), ``lic_r2star_calibration_spread`` is flagged: LIC by R2* is known there only to
-the choice of calibration (15 %: the accuracy asked of LIC by R2* in docs/liver.md)."""
+"""Where the published R2*→LIC calibrations disagree by more than 15 % of the value (normal
+and near-normal iron, where their intercepts differ: below about 2.7 mg/g at 1.5 T and at 3 T,
+where the 1.5 T calibrations count with the R2* carried to 1.5 T),
+``lic_r2star_calibration_spread`` is flagged: LIC by R2* is known there only to the choice of
+calibration (15 %: the accuracy asked of LIC by R2* in docs/liver.md)."""
 
 CHI_LOW_SNR = 3.0
 """First-echo amplitude SNR (amplitude over the per-channel noise SD, from the region's mean
