@@ -186,12 +186,19 @@ where the 1.5 T calibrations count with the R2* carried to 1.5 T),
 ``lic_r2star_calibration_spread`` is flagged: LIC by R2* is known there only to the choice of
 calibration (15 %: the accuracy asked of LIC by R2* in docs/liver.md)."""
 
-CHI_LOW_SNR = 3.0
+CHI_LOW_SNR = 5.0
 """First-echo amplitude SNR (amplitude over the per-channel noise SD, from the region's mean
-power less the noise) below which ``chi_low_snr`` is flagged. Measured on the independent
-abdomen at 3 T: patches of LIC 35 mg/g (R2* 2740 1/s, first echo at TE 1.2 ms ≈ 4 % of the
-signal) read χ within −11…+6 % at SNR 60 (first echo ≈ 3 SDs) and −8…−20 % at SNR 30, with
-standard errors of 0.05 ppm that do not cover the latter."""
+power less the noise) below which ``chi_low_snr`` is flagged: 5, the Rose criterion for a
+signal to be told from noise with certainty (Rose 1948; the echo's phase SD is then 0.2 rad).
+Below it the region's field comes from the phase of a first echo close to the noise; its χ is
+biased towards the surroundings, and ``chi_se_ppm`` does not cover that. Measured on the
+independent abdomen at 3 T with the noise SD estimated within 5 % (LIC 35 mg/g, R2* 2740 1/s,
+first echo at TE 1.2 ms ≈ 4 % of the signal): at SNR 60 first-echo SNRs 1.9–4.2 and χ within
+−13…+6 %; at SNR 30 SNRs 0.9–2.1 and χ −8…−20 %; the LIC ≤ 20 rows (SNR ≥ 8 at SNR 60) within
+0.09 ppm.
+
+Rose A. The sensitivity performance of the human eye on an absolute scale. J Opt Soc Am
+1948;38:196-208."""
 
 PDFF_NOT_MEASURED_SD_PERCENT = 10.0
 """Above this SD (points) a pooled PDFF is reported as NaN (flag ``pdff_uncertain`` kept)."""
