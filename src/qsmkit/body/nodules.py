@@ -126,7 +126,13 @@ class NoduleParameters:
     thinner than ``min_radius_near_vessel_mm`` is kept if its contrast is blob-shaped at its
     own scale: the least principal curvature at least this fraction of the greatest
     (:func:`blob_curvatures`; ~1 for a ball, ~0 along a vessel); it is then reported only
-    with a class.
+    with a class. A thick part (one that holds the ``min_radius_near_vessel_mm`` ball) is
+    examined only if it holds a blob centre at ``min_inscribed_radius_mm`` or is blob-shaped
+    by this ratio at its own scale (a stretch of a vein that partial volume thickens is not).
+    An R2*-bright component (by ``min_r2star_ratio`` squared) that is smaller or thinner
+    than the limits is examined if its largest in-plane dimension reaches
+    ``min_diameter_mm`` (:func:`largest_section_mm`; the R2* contrast of an iron-rich
+    nodule vanishes in the slices it fills in part), and is then reported only with a class.
     ``min_r2star_ratio``: effect size: the nodule's median R2* must differ from the
     background by this factor (up or down); siderotic nodules are conspicuous on GRE images
     [3] and smaller ratios are within the texture of a cirrhotic liver.
@@ -723,7 +729,7 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
             continue
         comp = np.zeros(liver.shape, bool)
         comp[sl] = lab[sl] == i
-        queue.append((comp, True))
+        queue.append((comp, True, False))
     core_ball = opening_ball(params.min_radius_near_vessel_mm, vs)
     fluid_r2 = (params.fluid_r2star_per_s_at_1p5t * float(b0_tesla) / 1.5
                 if b0_tesla is not None else None)
@@ -779,7 +785,7 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
         return float(ev[2] / ev[0]) if ev[0] != 0 else 0.0
 
     while queue:
-        comp, may_split = queue.pop(0)
+        comp, may_split, thick_without_blob = queue.pop(0)
         needs_class = not may_split
         nvox = int(comp.sum())
         volume_ml = nvox * voxel_ml
@@ -807,21 +813,23 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
                 # a nodule joined to a vessel (which may run out of the slab): keep what
                 # holds a ball of the nodule size, and judge those parts on their own
                 cores, n_cores = ndimage.label(ndimage.binary_opening(comp, core_ball))
+                sign = 1.0 if float(np.mean(z_r2[comp])) > 0 else -1.0
+                centres = blob_centres(scores[sign], comp, vs,
+                                       radius_mm=params.min_inscribed_radius_mm,
+                                       min_ratio=params.min_blob_curvature_ratio)
+                with_blob = {int(cores[c]) for c in centres}
                 for j in range(1, n_cores + 1):
-                    queue.append((cores == j, False))
+                    queue.append((cores == j, False, j not in with_blob))
                 # and what is blob-shaped at the scale of the smallest nodule sought (a 1 cm
                 # nodule is thinner than that ball): the component within that radius of
                 # the blob's centre, its own part; also inside a thick part that runs out of
                 # the slab (a nodule beside a vein along B0), which is rejected whole
-                sign = 1.0 if float(np.mean(z_r2[comp])) > 0 else -1.0
-                for centre in blob_centres(scores[sign], comp, vs,
-                                           radius_mm=params.min_inscribed_radius_mm,
-                                           min_ratio=params.min_blob_curvature_ratio):
+                for centre in centres:
                     if cores[centre] and not touches_edge(cores == cores[centre]):
                         continue
                     near = ball_around(centre, params.min_inscribed_radius_mm) & comp
                     part, _ = ndimage.label(near)
-                    queue.append((part == part[centre], False))
+                    queue.append((part == part[centre], False, False))
                     n_cores += 1
                 tubular_parent |= comp
                 what = (f"tubular (vessel): elongation {elongation:.1f}, fill {fill:.1f}"
@@ -829,6 +837,16 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
                 reason = f"{what}; {n_cores} thick part(s) examined apart"
             elif touches_volume:
                 reason = "touches the edge of the field of view"
+            elif thick_without_blob and (
+                    ratio := curvature_ratio(comp)) < params.min_blob_curvature_ratio:
+                # a stretch of a vessel that partial volume makes hold the 6 mm ball (a vein
+                # of 11 mm in the plane, across a slice boundary) is a thick part too, and
+                # blood is dark on R2* and, beside a siderotic liver, on χ as well: a thick
+                # part must hold a blob, at the scale of the smallest nodule sought (a
+                # nodule merged with veins) or at its own (a large nodule, flat inside)
+                reason = (f"thick part of a tubular candidate (vessel) without a blob: no "
+                          f"blob centre of {params.min_inscribed_radius_mm:g} mm in it, "
+                          f"curvature ratio {ratio:.2f} at its own scale")
             elif float(np.mean(depth[comp] <= params.edge_mm)) > params.max_edge_fraction:
                 reason = "on the liver boundary"
             elif tubular:
