@@ -169,7 +169,9 @@ below :data:`CHI_WEIGHT_FLAG`), ``chi_low_snr`` (the region's first echo is with
 biased towards the surroundings there, and ``chi_se_ppm`` does not cover that) and
 ``lic_r2star_calibration_spread`` (published calibrations, those of the other field applied
 to the R2* of the same LIC there, disagree by more than :data:`LIC_CALIBRATION_SPREAD` of the
-value: near-normal iron; :func:`~qsmkit.body.calibration.calibration_spread`) and
+value: near-normal iron; :func:`~qsmkit.body.calibration.calibration_spread`),
+``fat_water_ill_conditioned`` (on every row when the echo spacing is too close to fat–water
+in phase: effective NSA below :data:`~qsmkit.body.echo_train.NSA_LIMIT`, Pineda 2005) and
 ``no_signal`` (nothing measurable). ``chi_se_ppm`` is the
 standard error of the region's χ from its own field (noise only; NaN when not refitted)."""
 
@@ -341,6 +343,8 @@ class LiverAnalysis:
             amp = np.sqrt(max(power - 2.0 * self.noise_sd**2, 0.0))
             if amp < CHI_LOW_SNR * self.noise_sd:
                 flags.append("chi_low_snr")
+        if self.info.get("echo_train", {}).get("ill_conditioned"):
+            flags.append("fat_water_ill_conditioned")
         pdff_for_lic = pdff if np.isfinite(pdff) else 0.0
         return {
             "label": label,
@@ -452,6 +456,7 @@ def analyse_liver(
         that cut it, over ``continue_mm`` (default: the whole padding); see
         :func:`qsmkit.body.liver_qsm.liver_qsm`
     """
+    from qsmkit.body.echo_train import echo_train_report
     from qsmkit.body.fatwater import FatWaterModel
 
     mag = np.asarray(magnitude, dtype=np.float32)
@@ -640,6 +645,7 @@ def analyse_liver(
             "noise_sd": float(sigma),
             "regions": "labels" if labels is not None else "automatic liver",
             "pooled_regions": {str(k): dataclasses.asdict(v) for k, v in pooled.items()},
+            "echo_train": echo_train_report(tes, b0_tesla),
         },
         pooled=pooled,
         field_sd_hz=np.where(body, fit.field_sd_hz, np.inf).astype(np.float32),

@@ -426,6 +426,9 @@ def run(args) -> int:
                 "acquisition_notes": list(acq.notes),
             },
         )
+    echo_train = analysis.info.get("echo_train", {})
+    if echo_train.get("ill_conditioned"):
+        print(f"warning: {echo_train['message']}")
     for row in rows:
         flag = "" if row["r2star_in_range"] else " (R2* beyond measurable range)"
         pdff_sd = row.get("pdff_sd_percent", float("nan"))
