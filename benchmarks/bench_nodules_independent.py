@@ -15,11 +15,12 @@ liver outline as labels; ``qsmkit liver --labels liver --nodules`` runs in its o
 128 x 128 x 8 slab with four nodules.
 
 A finding matches a structure when its centroid lies in the structure's truth mask grown by
-one voxel. Per nodule: found, class, diameter, chi, R2*, PDFF and contrast (measured by qsmkit
-over the finding) against truth (the phantom's maps over the nodule). Sensitivity: nodules
-found and classed right / nodules; specificity: distractors (veins, cyst) without a finding /
-distractors; false findings elsewhere are counted (on the liver surface or inside). Intervals:
-95 % Wilson (qsmkit.analysis.stats.wilson_interval).
+one voxel. Per nodule: found, class, diameter (sphere of equal volume) and largest in-plane
+dimension, chi, R2*, PDFF and contrast (measured by qsmkit over the finding) against truth
+(the phantom's maps over the nodule). Sensitivity: nodules found and classed right /
+nodules; specificity: distractors (veins, cyst) without a finding / distractors; false
+findings elsewhere are counted (on the liver surface or inside). Intervals: 95 % Wilson
+(qsmkit.analysis.stats.wilson_interval).
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def nodule_table(phantom, matched) -> list[dict]:
                "class": f["class"] if f else "", "id": f["id"] if f else "",
                "delta_chi": truth["chi_ppm"] - truth["background_chi_ppm"],
                "ratio": truth["r2star_per_s"] / truth["background_r2star_per_s"]}
-        for key in ("diameter_mm", "chi_ppm", "r2star_per_s", "pdff_percent", "delta_chi_ppm",
-                    "r2star_ratio", "z_chi", "z_r2star"):
+        for key in ("diameter_mm", "largest_dimension_mm", "chi_ppm", "r2star_per_s",
+                    "pdff_percent", "delta_chi_ppm", "r2star_ratio", "z_chi", "z_r2star"):
             row["m_" + key] = float(f[key]) if f else float("nan")
         row["right"] = f is not None and f["class"] == nod.kind
         table.append(row)
@@ -140,16 +141,18 @@ def fmt(v, spec=".2f"):
 def markdown(b0, table, distractors, fp, seconds, error, n_thumbs) -> tuple[str, dict]:
     failed = f", FAILED: {error}" if error else ""
     lines = [f"**{b0:g} T** (`qsmkit liver --nodules` {seconds:.0f} s{failed})", "",
-             "| nodule | truth class | where | diam mm | found | class | diam meas | chi | "
+             "| nodule | truth class | where | diam mm | found | class | diam meas | largest meas "
+             "| chi | "
              "chi meas | Δchi | Δchi meas | R2* | R2* meas | R2* ratio | ratio meas | PDFF | "
              "PDFF meas | z chi / z R2* |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(
             f"| {r['name']} | {r['kind']} | {r['where']} | {r['diameter_mm']:g} | "
             f"{'yes' if r['found'] else '**no**'} | "
             f"{r['class'] if r['right'] or not r['found'] else '**' + r['class'] + '**'} | "
-            f"{fmt(r['m_diameter_mm'], '.1f')} | {r['chi_ppm']:.2f} | {fmt(r['m_chi_ppm'])} | "
+            f"{fmt(r['m_diameter_mm'], '.1f')} | {fmt(r['m_largest_dimension_mm'], '.1f')} | "
+            f"{r['chi_ppm']:.2f} | {fmt(r['m_chi_ppm'])} | "
             f"{r['delta_chi']:+.2f} | {fmt(r['m_delta_chi_ppm'], '+.2f')} | "
             f"{r['r2star_per_s']:.0f} | {fmt(r['m_r2star_per_s'], '.0f')} | {r['ratio']:.2f} | "
             f"{fmt(r['m_r2star_ratio'])} | {r['pdff_percent']:g} | "

@@ -231,7 +231,8 @@ def test_liver_command_nodules(tmp_path, capsys):
     found = {int(labels[tuple(n["centroid_voxel"])]): n["class"] for n in doc["nodules"]}
     assert found == {20: "siderotic", 21: "iron-sparing"}, doc
     lines = (out / "nodules.tsv").read_text().splitlines()
-    assert len(lines) == 3 and lines[0].startswith("id\tclass\tvolume_ml")
+    assert len(lines) == 3 and lines[0].startswith("id\tclass\tvolume_ml\tdiameter_mm\t"
+                                                   "largest_dimension_mm")
     assert all((out / n["thumbnail"]).exists() for n in doc["nodules"])
     assert "not a diagnosis" in capsys.readouterr().out
 
@@ -369,6 +370,8 @@ def test_iron_rich_centimetre_nodule_seen_on_one_slice_beside_a_vessel():
     assert found[0] is not None, result.rejected
     nod = {n.id: n for n in result.nodules}[found[0]]
     assert nod.nodule_class == "siderotic", nod
+    # sized as on images: its largest in-plane dimension is the nodule's (within a voxel)
+    assert abs(nod.largest_dimension_mm - 10.0) <= 2.0, nod
     assert len(result.nodules) == 1, [n.row() for n in result.nodules]
     assert not np.any(result.labels[vessels & ~truth[0]] > 0)
 

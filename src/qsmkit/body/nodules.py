@@ -84,7 +84,8 @@ STATEMENT = (
 )
 
 TABLE_COLUMNS = (
-    "id", "class", "volume_ml", "diameter_mm", "centroid_voxel", "chi_ppm", "r2star_per_s",
+    "id", "class", "volume_ml", "diameter_mm", "largest_dimension_mm", "centroid_voxel",
+    "chi_ppm", "r2star_per_s",
     "pdff_percent", "background_chi_ppm", "background_r2star_per_s", "delta_chi_ppm",
     "r2star_ratio", "z_chi", "z_r2star", "delta_chi_sd_ppm", "chi_source", "thumbnail",
 )
@@ -168,7 +169,13 @@ class NoduleParameters:
 
 @dataclass
 class Nodule:
-    """One finding; numbers are means over the component (R2* a median), z in robust SD."""
+    """One finding; numbers are means over the component (R2* a median), z in robust SD.
+
+    ``diameter_mm`` is that of the sphere of the finding's volume; ``largest_dimension_mm``
+    its largest in-plane outer-edge-to-outer-edge dimension (:func:`largest_section_mm`, as
+    LI-RADS sizes an observation), for a finding admitted by its in-plane size the one that
+    admitted it (the sphere of an iron-rich nodule seen on one slice is too small).
+    """
 
     id: int
     nodule_class: str
@@ -185,6 +192,7 @@ class Nodule:
     z_chi: float
     z_r2star: float
     delta_chi_sd_ppm: float = float("nan")
+    largest_dimension_mm: float = float("nan")
     chi_source: str = "map"
     thumbnail: str = ""
 
@@ -940,6 +948,9 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
                 f"part cut from a tubular candidate (vessel tree) without a susceptibility "
                 f"contrast of its own (z_chi {zc:+.1f}, z_R2* {zr:+.1f})"))
             continue
+        largest_mm = largest_section_mm(comp, vs)
+        if section_mm is not None and section_mm >= params.min_diameter_mm:
+            largest_mm = max(largest_mm, section_mm)
         r2_med = float(np.median(r2[comp]))
         pdff = (float(np.mean(np.asarray(pdff_percent)[comp])) if pdff_percent is not None
                 else float("nan"))
@@ -952,7 +963,8 @@ def find_nodules(chi_ppm, r2star_per_s, liver, voxel_size: Sequence[float], *, p
             background_r2star_per_s=round(bgr, 1), delta_chi_ppm=round(chi_mean - bgc, 4),
             r2star_ratio=round(r2_med / bgr, 3) if bgr > 0 else float("nan"),
             z_chi=round(zc, 2), z_r2star=round(zr, 2),
-            delta_chi_sd_ppm=round(dchi_sd, 4), chi_source=source))
+            delta_chi_sd_ppm=round(dchi_sd, 4), chi_source=source,
+            largest_dimension_mm=round(largest_mm, 1)))
         out[comp] = -len(nodules)  # provisional, renumbered below
     order = sorted(range(len(nodules)), key=lambda k: -nodules[k].volume_ml)
     labels = np.zeros(liver.shape, np.int16)

@@ -194,7 +194,8 @@ def _nodules(stage: Path, analysis, labels, voxel_size, affine, b0_dir, *,
     write_nodule_json(stage / "nodules.json", result)
     for nod in result.nodules:
         print(f"nodule {nod.id}: {nod.nodule_class}, {nod.diameter_mm:.0f} mm "
-              f"({nod.volume_ml:.2f} mL), chi {nod.chi_ppm:+.2f} ppm (background "
+              f"({nod.volume_ml:.2f} mL; largest in-plane {nod.largest_dimension_mm:.0f} mm), "
+              f"chi {nod.chi_ppm:+.2f} ppm (background "
               f"{nod.background_chi_ppm:+.2f}), R2* {nod.r2star_per_s:.0f} 1/s (x"
               f"{nod.r2star_ratio:.2f}), z {nod.z_chi:+.1f} / {nod.z_r2star:+.1f}"
               f" (chi contrast from the {nod.chi_source})")
