@@ -6,7 +6,9 @@ cirrhotic liver: iron concentration with smooth heterogeneity, a cellular textur
 regenerative nodules (Voronoi cells ~6 mm) separated by iron-poor fibrotic septa, and a tree of
 portal/hepatic vessels (blood: no storage iron) that runs inside the liver mask. χ and R2* are
 computed from the local iron with round-number rates of this file's own (not qsmkit's
-calibrations) and Gaussian noise is added.
+calibrations) and Gaussian noise is added. Optionally R2* is that of the sub-voxels' summed
+multi-echo signal (as a fit measures a mixed voxel) and the field of χ is computed with this
+file's own dipole kernel on the fine grid.
 """
 
 from __future__ import annotations
