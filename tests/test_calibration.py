@@ -126,10 +126,31 @@ def test_liver_row_flags_a_calibration_dependent_lic():
     assert "lic_r2star_calibration_spread" in _one_region_analysis(65.0, b0=3.0).rows[0]["flags"]
 
 
-def _one_region_analysis(r2star_per_s, b0=1.5, snr=200.0):
+@pytest.mark.parametrize("b0", [0.55, 7.0])
+def test_a_field_without_r2star_calibration_still_gives_the_rest_of_the_row(b0):
+    # no published R2*->LIC calibration at 0.55 T or 7 T: before, the whole analysis was
+    # refused; PDFF, R2*, chi and LIC by QSM do not need one
+    # echo spacing a third of the fat-water in-phase period past a whole number of periods,
+    # at least 1 ms (written out: methylene -3.4 ppm): 4.2 ms at 0.55 T, 1.32 ms at 7 T
+    period = 1.0 / (3.4e-6 * 42.577e6 * b0)
+    dte = period * (np.ceil(1e-3 / period - 1.0 / 3.0) + 1.0 / 3.0)
+    tes = 2e-3 + dte * np.arange(6)
+    row = _one_region_analysis(200.0, b0=b0, tes=tes).rows[0]
+    assert "fat_water_ill_conditioned" not in row["flags"]
+    assert "no_r2star_calibration" in row["flags"] and not row["r2star_in_range"]
+    assert np.isnan(row["lic_r2star"])
+    assert row["r2star_per_s"] == pytest.approx(200.0, rel=0.05)
+    assert abs(row["pdff_percent"]) < 1.0 and np.isfinite(row["chi_ppm"])
+    assert np.isfinite(row["lic_qsm"])
+    with pytest.raises(InputError, match="made at 1.5 T"):  # a named one must suit the field
+        L.analyse_liver(np.ones((8, 8, 4, 6)), np.zeros((8, 8, 4, 6)),
+                        1.2e-3 * np.arange(1, 7), b0, (2.0, 2.0, 4.0), calibration="wood2005")
+
+
+def _one_region_analysis(r2star_per_s, b0=1.5, snr=200.0, tes=None):
     """A fat-free uniform block written for this test (no qsmkit signal model)."""
     rng = np.random.default_rng(1)
-    tes = 1.2e-3 * np.arange(1, 7)
+    tes = 1.2e-3 * np.arange(1, 7) if tes is None else np.asarray(tes)
     shape = (24, 24, 4)
     field = 10.0 * np.linspace(-1, 1, shape[0])[:, None, None] * np.ones(shape)
     s = np.exp((2j * np.pi * field[..., None] - r2star_per_s) * tes) * np.exp(0.3j)

@@ -167,7 +167,9 @@ measure its χ: standard error above
 below :data:`CHI_WEIGHT_FLAG`), ``chi_low_snr`` (the region's first echo is within
 :data:`CHI_LOW_SNR` noise SDs: its field comes from the phase of that echo alone, which is
 biased towards the surroundings there, and ``chi_se_ppm`` does not cover that) and
-``lic_r2star_calibration_spread`` (published calibrations, those of the other field applied
+``no_r2star_calibration`` (no published R2*→LIC calibration near the data's field: LIC by
+R2* is NaN, the rest of the row stands), ``lic_r2star_calibration_spread`` (published
+calibrations, those of the other field applied
 to the R2* of the same LIC there, disagree by more than :data:`LIC_CALIBRATION_SPREAD` of the
 value: near-normal iron; :func:`~qsmkit.body.calibration.calibration_spread`),
 ``fat_water_ill_conditioned`` (on every row when the echo spacing is too close to fat–water
@@ -255,7 +257,7 @@ class LiverAnalysis:
     echo_times_s: np.ndarray
     b0_tesla: float
     noise_sd: float
-    calibration: R2starCalibration
+    calibration: R2starCalibration | None
     chi_slope_ppm: float
     regions: dict
     rows: list
@@ -316,10 +318,15 @@ class LiverAnalysis:
                 flags.append("no_signal")
             elif not (pdff_sd <= PDFF_NOT_MEASURED_SD_PERCENT):
                 pdff = float("nan")  # a number the data cannot support is not reported
-        in_range = bool(measured and int(self.calibration.flag(r2)) <= 0)
+        cal = self.calibration
+        in_range = bool(measured and cal is not None and int(cal.flag(r2)) <= 0)
         if not (pdff_sd <= PDFF_SD_LIMIT_PERCENT):
             flags.append("pdff_uncertain")
-        if not in_range:
+        if cal is None:
+            flags.append("no_r2star_calibration")
+            if not measured:
+                flags.append("r2star_out_of_range")
+        elif not in_range:
             flags.append("r2star_out_of_range")
         else:
             lo, hi = calibration_spread(r2, self.calibration.b0_tesla)
@@ -353,7 +360,7 @@ class LiverAnalysis:
             "r2star_per_s": r2,
             "r2star_in_range": in_range,
             "chi_ppm": chi,
-            "lic_r2star": float(self.calibration.lic(r2)),
+            "lic_r2star": float(cal.lic(r2)) if cal is not None else float("nan"),
             "lic_qsm": float(lic_from_chi(chi, pdff_for_lic, slope_ppm=self.chi_slope_ppm)),
             "pdff_sd_percent": pdff_sd,
             "estimate": estimate,
@@ -438,7 +445,8 @@ def analyse_liver(
         "air" (air fixed at +9.4 ppm: needs the body's whole cross-section and the air around
         it in the field of view), "region" (``reference_mask`` set to ``reference_chi_ppm``)
         or "mask" (mean over the body set to ``reference_chi_ppm``, default 0)
-    calibration : R2*→LIC calibration name (default: Hernando 2023 at the data's field)
+    calibration : R2*→LIC calibration name (default: Hernando 2023 at the data's field; at a
+        field with no published calibration, none: LIC by R2* is NaN and flagged)
     chi_slope : name in :data:`CHI_LIC_SLOPES` or a slope in ppm per mg Fe/g dw (default
         "buelo2025", the in-vivo calibration; "physical" is 0.48 ppm per mg/g)
     background, invert, air, harmonic_order, lam : see :func:`liver_qsm`
@@ -463,7 +471,7 @@ def analyse_liver(
     if mag.ndim != 4:
         raise InputError(f"magnitude must be (X, Y, Z, echo), got shape {mag.shape}")
     tes = np.atleast_1d(np.asarray(echo_times_s, dtype=float))
-    cal = select_calibration(b0_tesla, calibration)
+    cal = _calibration_for(b0_tesla, calibration)
     slope = chi_lic_slope(chi_slope)
     if reference not in ("sat", "air", "mask", "region"):
         raise InputError(f"unknown QSM reference {reference!r}; use sat, air, mask or region")
@@ -603,7 +611,8 @@ def analyse_liver(
             **qsm.info, "regions_from_unguarded_fit": [str(s) for s in silent
                                                        if str(s) not in kept_own],
             "regions_own_field_kept": kept_own, "unguarded_fit_shift_ppm": shift})
-    lic_r2 = np.where(body, cal.lic(r2), 0).astype(np.float32)
+    # without a calibration at this field LIC by R2* is not a number (NaN), not zero
+    lic_r2 = np.where(body, cal.lic(r2) if cal is not None else np.nan, 0).astype(np.float32)
     lic_q = np.where(qsm.mask, lic_from_chi(qsm.chi_ppm, pdff, slope_ppm=slope), 0)
     analysis = LiverAnalysis(
         water=np.abs(fit.water).astype(np.float32) * body,
@@ -640,7 +649,7 @@ def analyse_liver(
             "reference": reference,
             "reference_chi_ppm": float(ref_chi),
             "roi_constant": bool(roi_constant),
-            "r2star_calibration": dataclasses.asdict(cal),
+            "r2star_calibration": dataclasses.asdict(cal) if cal is not None else None,
             "chi_lic_slope_ppm_per_mg_g": float(slope),
             "noise_sd": float(sigma),
             "regions": "labels" if labels is not None else "automatic liver",
@@ -653,6 +662,23 @@ def analyse_liver(
     )
     analysis.rows = analysis.table()
     return analysis
+
+
+def _calibration_for(b0_tesla: float, name: str | None) -> R2starCalibration | None:
+    """The R2*→LIC calibration for the data, or ``None`` where none was made near their field.
+
+    A calibration asked for by name must suit the field (:func:`select_calibration` refuses
+    otherwise). Without a name, data at a field with no published calibration (0.55 T, 1 T,
+    7 T) are still analysed: PDFF, R2*, χ and LIC by QSM do not need one (χ does not depend on
+    the field strength; Hernando 2013); only LIC by R2* is then NaN, flagged
+    ``no_r2star_calibration``.
+    """
+    if name:
+        return select_calibration(b0_tesla, name)
+    try:
+        return select_calibration(b0_tesla)
+    except InputError:
+        return None
 
 
 def _nearby_reference(ref_mask, regions, body, voxel_size, *, min_voxels: int = 10):

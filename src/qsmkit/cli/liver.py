@@ -406,7 +406,8 @@ def run(args) -> int:
             command="liver",
             config={
                 "reference": args.reference,
-                "calibration": analysis.calibration.name,
+                "calibration": (analysis.calibration.name if analysis.calibration is not None
+                                else None),
                 "chi_slope": args.chi_slope,
                 "background": args.background,
                 "invert": args.invert,
@@ -431,7 +432,10 @@ def run(args) -> int:
     if echo_train.get("ill_conditioned"):
         print(f"warning: {echo_train['message']}")
     for row in rows:
-        flag = "" if row["r2star_in_range"] else " (R2* beyond measurable range)"
+        flag = ("" if row["r2star_in_range"]
+                else " (no R2*->LIC calibration at this field)"
+                if "no_r2star_calibration" in row["flags"]
+                else " (R2* beyond measurable range)")
         pdff_sd = row.get("pdff_sd_percent", float("nan"))
         pdff = (f"PDFF {row['pdff_percent']:.1f} ± {pdff_sd:.1f} %"
                 if np.isfinite(row["pdff_percent"]) and np.isfinite(pdff_sd)
