@@ -161,3 +161,11 @@ def _one_region_analysis(r2star_per_s, b0=1.5, snr=200.0, tes=None):
                          mask=np.ones(shape, bool), labels=labels, reference="mask",
                          face_guard_mm=0.0, beyond_mm=0.0)
     return an
+
+
+def test_three_echoes_are_refused_for_the_liver():
+    # water, fat, field and R2* from three echoes leave no degree of freedom: refused, with
+    # what to do, instead of maps 1-3 ppm off
+    tes = 1.2e-3 * np.arange(1, 4)
+    with pytest.raises(InputError, match="at least 4 echoes"):
+        L.analyse_liver(np.ones((8, 8, 4, 3)), np.zeros((8, 8, 4, 3)), tes, 1.5, (2.0, 2.0, 4.0))
