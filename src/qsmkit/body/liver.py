@@ -336,8 +336,8 @@ class LiverAnalysis:
         elif not in_range:
             flags.append("r2star_out_of_range")
         else:
-            lo, hi = calibration_spread(r2, self.calibration.b0_tesla)
-            lic_r2 = float(self.calibration.lic(r2))
+            lo, hi = calibration_spread(r2, cal.b0_tesla)
+            lic_r2 = float(cal.lic(r2))
             if float(hi - lo) > LIC_CALIBRATION_SPREAD * max(abs(lic_r2), 1e-6):
                 flags.append("lic_r2star_calibration_spread")
         qregion = region & self.qsm_mask
