@@ -74,6 +74,8 @@ NUMPY_REPR = re.compile(r"\bnp\.(float|int|uint|bool|str_|complex)\w*\(|\barray\
                         r"^\S+:\d+: \w*Warning: ", re.MULTILINE)
 """A numpy repr in a message, or a Python warning printed beside qsmkit's own lines."""
 TES = (0.004, 0.008, 0.012)
+TES_LIVER = tuple(1.2e-3 * k for k in range(1, 7))
+"""``qsmkit liver`` needs at least 4 echoes: its inputs are the same phantom with six."""
 
 
 class _Timeout(BaseException):
@@ -104,10 +106,17 @@ def write_base(folder: Path) -> dict:
     save_nifti(folder / "local.nii.gz", local, acq.affine)
     save_nifti(folder / "local_mask.nii.gz", ph.brain_mask.astype(np.uint8), acq.affine)
     write_megre_subject(folder / "bids", "01", acq.magnitude, acq.phase, acq.affine, TES, 3.0)
+    liver = simulate_gre(ph, echo_times_s=TES_LIVER, b0_tesla=3.0, snr=100.0, seed=0).acquisition
+    save_nifti(folder / "liver_mag.nii.gz", liver.magnitude, liver.affine)
+    save_nifti(folder / "liver_phase.nii.gz", liver.phase, liver.affine)
+    for name in ("liver_mag", "liver_phase"):
+        (folder / f"{name}.json").write_text(json.dumps(
+            {**sidecar, "EchoTime": list(TES_LIVER), "EchoTimes": list(TES_LIVER)}))
     assert np.allclose(b0_dir_from_affine(acq.affine), acq.b0_dir)
     paths = {"root": folder, "mag": folder / "mag.nii.gz", "phase": folder / "phase.nii.gz",
              "local": folder / "local.nii.gz", "local_mask": folder / "local_mask.nii.gz",
-             "bids": folder / "bids"}
+             "bids": folder / "bids", "liver_mag": folder / "liver_mag.nii.gz",
+             "liver_phase": folder / "liver_phase.nii.gz"}
     paths.update(_write_extra_inputs(folder, ph, acq))
     return paths
 
@@ -729,24 +738,25 @@ def _compare_inputs(rng, p, table):
 
 
 def _liver_inputs(rng, p, out):
-    argv = ["liver", "--mag", str(p["mag"]), "--phase", str(p["phase"]), "-o", str(out)]
+    mag, phase = p["liver_mag"], p["liver_phase"]
+    argv = ["liver", "--mag", str(mag), "--phase", str(phase), "-o", str(out)]
     kind = str(rng.choice(["valid", "phase nan slab", "phase zeros", "magnitude zeros",
                            "magnitude constant", "labels", "mask", "b0", "echo times",
                            "chi slope", "calibration", "compare", "reference", "nodules"]))
     if kind == "phase nan slab":
-        data, affine = _nifti(p["phase"])
+        data, affine = _nifti(phase)
         data = data.astype(np.float32)
         data[: int(rng.integers(1, 10))] = np.nan
-        _save(p["phase"], data, affine)
+        _save(phase, data, affine)
     elif kind == "phase zeros":
-        data, affine = _nifti(p["phase"])
-        _save(p["phase"], np.zeros(data.shape, np.float32), affine)
+        data, affine = _nifti(phase)
+        _save(phase, np.zeros(data.shape, np.float32), affine)
     elif kind == "magnitude zeros":
-        data, affine = _nifti(p["mag"])
-        _save(p["mag"], np.zeros(data.shape, np.float32), affine)
+        data, affine = _nifti(mag)
+        _save(mag, np.zeros(data.shape, np.float32), affine)
     elif kind == "magnitude constant":
-        data, affine = _nifti(p["mag"])
-        _save(p["mag"], np.full(data.shape, 100.0, np.float32), affine)
+        data, affine = _nifti(mag)
+        _save(mag, np.full(data.shape, 100.0, np.float32), affine)
     elif kind == "labels":
         argv += ["--labels", str(_grid_variant(rng, p["labels"], str(rng.choice(GRID_KINDS))))]
     elif kind == "mask":
@@ -756,7 +766,8 @@ def _liver_inputs(rng, p, out):
         argv += ["--b0", str(rng.choice(["0", "-3", "nan", "inf", "1e9", "abc", "", "1.5"]))]
     elif kind == "echo times":
         argv += ["--echo-times", str(rng.choice(
-            ["0.004,0.008", "4,8,12", "0.004,0.004,0.004", "nan,1,2", "", "0.012,0.008,0.004"]))]
+            ["0.0012,0.0024", "1.2,2.4,3.6,4.8,6,7.2", ",".join(["0.004"] * 6), "nan,1,2", "",
+             "0.0072,0.006,0.0048,0.0036,0.0024,0.0012", "0.004,0.008,0.012"]))]
     elif kind == "chi slope":
         argv += ["--chi-slope", str(rng.choice(["nan", "-1", "0", "inf", "abc", "", "1e300"]))]
     elif kind == "calibration":
@@ -806,8 +817,8 @@ def _cli_values(rng, p, out):
         return ["bids", str(p["bids"]), str(out), option, value, "--no-progress", "--preset",
                 "fast"]
     if command == "liver":
-        return ["liver", "--mag", str(p["mag"]), "--phase", str(p["phase"]), option, value,
-                "-o", str(out)]
+        return ["liver", "--mag", str(p["liver_mag"]), "--phase", str(p["liver_phase"]), option,
+                value, "-o", str(out)]
     if command == "lesions":
         return ["lesions", chi, mask, option, value, "-o", str(table)]
     if command == "rims":
