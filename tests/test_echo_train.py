@@ -1,6 +1,7 @@
 """Echo trains that cannot separate water from fat are noticed and said (Pineda 2005 NSA)."""
 
 import csv
+import json
 
 import numpy as np
 
@@ -39,11 +40,13 @@ def test_an_in_phase_echo_train_is_flagged_on_every_row_and_warned(tmp_path, cap
         out = tmp_path / name / "out"
         assert main(["liver", *argv, "--echo-times", te, "--b0", "3", "--phase-unit", "rad",
                      "-o", str(out)]) == 0
-        printed = capsys.readouterr().out
+        printed = capsys.readouterr().err
         with open(out / "liver.tsv") as fh:
             rows[name] = list(csv.DictReader(fh, delimiter="\t"))
-        assert ("warning: the echo train separates water from fat poorly" in printed) == (
-            name == "in_phase"), printed
+        assert ("warning [ECHO_TRAIN]: the echo train separates water from fat poorly"
+                in printed) == (name == "in_phase"), printed
+        codes = [w["code"] for w in json.loads((out / "qsmkit.json").read_text())["warnings"]]
+        assert ("ECHO_TRAIN" in codes) == (name == "in_phase"), codes
     assert rows["good"] and all("fat_water_ill_conditioned" not in r["flags"]
                                 for r in rows["good"])
     assert rows["in_phase"] and all("fat_water_ill_conditioned" in r["flags"]

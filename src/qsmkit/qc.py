@@ -36,6 +36,9 @@ CHI_IMPLAUSIBLE          share of χ-mask voxels with |χ| > 0.5 ppm   > 0.05
 CHI_FLAT                 1-99 % range of χ in the χ mask             < 0.02 ppm
 FIT_RESIDUAL             median echo-fit residual in the mask        complex > 0.02,
                                                                      linear > 0.15 rad
+ECHO_TRAIN               effective NSA of water and fat for the       < 0.5
+                         echo times (``qsmkit liver``;
+                         :mod:`qsmkit.body.echo_train`)
 (InputError)             NaN / Inf anywhere, or all zero in the      any
                          mask, in chi, field or local field
 (InputError)             magnitude and phase swapped or the same     see

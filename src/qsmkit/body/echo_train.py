@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from qsmkit.body.fatwater import FAT_PEAK_AMPLITUDES, FAT_PEAKS_PPM, fat_basis
+from qsmkit.qc import QCWarning
 from qsmkit.units import GAMMA_BAR_HZ_PER_T
 
 NSA_LIMIT = 0.5
@@ -84,21 +85,22 @@ def fat_water_nsa(echo_times_s, b0_tesla: float, *, fat_fractions=FAT_FRACTIONS)
     return float(worst)
 
 
-def echo_train_report(echo_times_s, b0_tesla: float) -> dict:
-    """``{"nsa": ..., "ill_conditioned": bool, "message": str}`` for provenance and warnings."""
+def check_echo_train(echo_times_s, b0_tesla: float) -> QCWarning | None:
+    """ECHO_TRAIN: the effective NSA of water and fat is below :data:`NSA_LIMIT` (a quality
+    check in the form of :mod:`qsmkit.qc`: ``None`` when all is well)."""
     tes = np.asarray(echo_times_s, dtype=float)
     nsa = fat_water_nsa(tes, b0_tesla)
-    ill = bool(nsa < NSA_LIMIT)
-    message = ""
-    if ill:
-        main_ppm = FAT_PEAKS_PPM[int(np.argmax(FAT_PEAK_AMPLITUDES))]
-        period_ms = 1e3 / (abs(main_ppm) * 1e-6 * GAMMA_BAR_HZ_PER_T * float(b0_tesla))
-        dte_ms = 1e3 * float(np.median(np.diff(np.sort(tes)))) if tes.size > 1 else float("nan")
-        message = (
-            f"the echo train separates water from fat poorly (effective NSA {nsa:.2f}, below "
-            f"{NSA_LIMIT}; Pineda 2005): echo spacing {dte_ms:.2f} ms against the fat-water "
-            f"in-phase period {period_ms:.2f} ms at {float(b0_tesla):g} T. PDFF, and R2* and chi "
-            "of tissue with fat or much iron, may be wrong beyond their SDs; a spacing near a "
-            "third of that period is well conditioned"
-        )
-    return {"nsa": round(nsa, 3), "ill_conditioned": ill, "message": message}
+    if nsa >= NSA_LIMIT:
+        return None
+    main_ppm = FAT_PEAKS_PPM[int(np.argmax(FAT_PEAK_AMPLITUDES))]
+    period_ms = 1e3 / (abs(main_ppm) * 1e-6 * GAMMA_BAR_HZ_PER_T * float(b0_tesla))
+    dte_ms = 1e3 * float(np.median(np.diff(np.sort(tes)))) if tes.size > 1 else float("nan")
+    return QCWarning(
+        "ECHO_TRAIN",
+        f"the echo train separates water from fat poorly (effective NSA, Pineda 2005): echo "
+        f"spacing {dte_ms:.2f} ms against the fat-water in-phase period {period_ms:.2f} ms at "
+        f"{float(b0_tesla):g} T; PDFF, and R2* and chi of tissue with fat or much iron, may be "
+        "wrong beyond their SDs",
+        nsa, NSA_LIMIT,
+        "acquire with an echo spacing near a third of the in-phase period",
+    )

@@ -471,7 +471,7 @@ def analyse_liver(
         that cut it, over ``continue_mm`` (default: the whole padding); see
         :func:`qsmkit.body.liver_qsm.liver_qsm`
     """
-    from qsmkit.body.echo_train import echo_train_report
+    from qsmkit.body.echo_train import check_echo_train, fat_water_nsa
     from qsmkit.body.fatwater import FatWaterModel
 
     mag = np.asarray(magnitude, dtype=np.float32)
@@ -486,6 +486,7 @@ def analyse_liver(
             f"the liver analysis needs at least {MIN_ECHOES} echoes (6 recommended) to separate "
             f"water, fat, field and R2*; got {tes.size}")
     cal = _calibration_for(b0_tesla, calibration)
+    echo_warning = check_echo_train(tes, b0_tesla)
     slope = chi_lic_slope(chi_slope)
     if reference not in ("sat", "air", "mask", "region"):
         raise InputError(f"unknown QSM reference {reference!r}; use sat, air, mask or region")
@@ -668,7 +669,9 @@ def analyse_liver(
             "noise_sd": float(sigma),
             "regions": "labels" if labels is not None else "automatic liver",
             "pooled_regions": {str(k): dataclasses.asdict(v) for k, v in pooled.items()},
-            "echo_train": echo_train_report(tes, b0_tesla),
+            "echo_train": {"nsa": round(fat_water_nsa(tes, b0_tesla), 3),
+                           "ill_conditioned": echo_warning is not None},
+            "warnings": [] if echo_warning is None else [echo_warning.as_dict()],
         },
         pooled=pooled,
         field_sd_hz=np.where(body, fit.field_sd_hz, np.inf).astype(np.float32),

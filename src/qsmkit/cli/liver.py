@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qsmkit.cli.common import add_acquisition_arguments, add_force
+from qsmkit.cli.common import add_acquisition_arguments, add_force, print_warnings
 
 COMMAND = "liver"
 ORDER = 58
@@ -426,11 +426,10 @@ def run(args) -> int:
                 "comparison": comparison,
                 "analysis": analysis.info,
                 "acquisition_notes": list(acq.notes),
+                "warnings": analysis.info.get("warnings", []),
             },
         )
-    echo_train = analysis.info.get("echo_train", {})
-    if echo_train.get("ill_conditioned"):
-        print(f"warning: {echo_train['message']}")
+    print_warnings(analysis.info.get("warnings"))
     for row in rows:
         flag = ("" if row["r2star_in_range"]
                 else " (no R2*->LIC calibration at this field)"
