@@ -387,3 +387,41 @@ def test_largest_section():
     block[2:7, 2:5, 1] = True
     block[4, 3, 2] = True
     assert largest_section_mm(block, VOXEL_MM) == pytest.approx(np.hypot(8, 4) + 2)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_contrast_outline_restores_a_one_centimetre_nodule_from_its_core(seed):
+    """A 1 cm iron-sparing ball across a slice boundary (log R2* contrast of its share of
+    each voxel, ln(1 - 0.65 f), with noise; Δχ -0.3 ppm in a textured liver, the field from
+    this file's own kernel at 1.5 T). From its core (voxels it fills >= 90 %, as a detection
+    threshold on a smoothed map leaves it), contrast_outline gives back the voxels the ball
+    fills at least half, not more, and keeps out what it may not enter (a vessel beside
+    it). The χ contrast fitted over that outline is closer to the one fitted over the
+    ball's own outline than the core's is (on the independent cirrhotic liver the core of
+    N3 read -0.12 ppm, its outline -0.20, truth -0.25)."""
+    from qsmkit.body.nodules import contrast_outline, local_field_susceptibility
+
+    (x, y, z), step = _fine_coords()
+    rng = np.random.default_rng(seed)
+    liver_fine = (((x - 72) / 64) ** 2 + ((y - 64) / 56) ** 2 + ((z - 32) / 44) ** 2) <= 1
+    ball = (x - 40.0) ** 2 + (y - 60.0) ** 2 + (z - 32.0) ** 2 <= 5.0**2
+    texture = ndimage.gaussian_filter(rng.standard_normal(x.shape), 3)
+    texture *= 0.05 / texture.std()
+    chi = np.where(liver_fine, texture + np.where(ball, -0.3, 0.0), 0.0)
+    field_hz = _field_hz_of(chi, 1.5, step) + 0.5 * rng.standard_normal(SHAPE)
+    liver = _down(liver_fine.astype(np.float32)) >= 0.5
+    filled = _down(ball.astype(np.float32))
+    own = filled >= 0.5
+    contrast = np.log(1 - 0.65 * filled) + 0.08 * rng.standard_normal(SHAPE)
+    core = filled >= 0.9
+    region = contrast_outline(core, contrast, liver)
+    assert core.sum() < 0.8 * own.sum()
+    assert (region & own).sum() >= 0.8 * own.sum()
+    assert (region & ~own).sum() <= 0.1 * own.sum()
+    # a dark vessel beside it, excluded by ``allowed``, is not entered
+    vessel = np.roll(own, 3, axis=0) & ~own
+    dark = np.where(vessel, np.log(0.2), contrast)
+    assert not np.any(contrast_outline(core, dark, liver & ~vessel) & vessel)
+    fits = [local_field_susceptibility(field_hz, np.ones(SHAPE), m, liver, VOXEL_MM,
+                                       b0_tesla=1.5)[0] for m in (own, region, core)]
+    assert abs(fits[1] - fits[0]) < abs(fits[2] - fits[0]), fits
