@@ -572,8 +572,8 @@ def liver_qsm(
         it no region is refitted)
     max_iter : conjugate-gradient iterations (400). They stop early on purpose: the contrast
         between the fat ring at the body's surface and the tissue inside it is barely
-        determined by the field, and run to convergence it drifts with the model error of
-        the data (+0.3 ppm on the whole liver against a fat reference, for 0.4 % less
+        determined by the field, and run to convergence the gradient penalty pulls the inside
+        towards the fat (+0.3 ppm on the whole liver against a fat reference, for 0.4 % less
         misfit; ``docs/liver.md``, Limitations; Hanke 1995)
     beyond_mm : with ``background="air"``, also fit free sources in a layer this deep beyond
         each face the body runs through (:func:`continuing_faces`), as PDF does outside a
