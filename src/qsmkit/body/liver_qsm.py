@@ -572,9 +572,9 @@ def liver_qsm(
         it no region is refitted)
     max_iter : conjugate-gradient iterations (400). They stop early on purpose: the contrast
         between the fat ring at the body's surface and the tissue inside it is barely
-        determined by the field, and run to convergence the gradient penalty pulls the inside
-        towards the fat (+0.3 ppm on the whole liver against a fat reference, for 0.4 % less
-        misfit; ``docs/liver.md``, Limitations; Hanke 1995)
+        determined by the field, and run to convergence it drifts (+0.3 ppm on the whole
+        liver against a fat reference, for 0.4 % less misfit, whatever ``lam``; cause not
+        found, ``docs/liver.md`` Limitations). Early stopping regularises (Hanke 1995)
     beyond_mm : with ``background="air"``, also fit free sources in a layer this deep beyond
         each face the body runs through (:func:`continuing_faces`), as PDF does outside a
         brain (Liu 2011): the continuation of the slab's tissue and the lung bases over the
