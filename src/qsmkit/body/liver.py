@@ -472,6 +472,7 @@ def analyse_liver(
         :func:`qsmkit.body.liver_qsm.liver_qsm`
     """
     from qsmkit.body.echo_train import check_echo_train, fat_water_nsa
+    from qsmkit.body.fat_shift import check_fat_shift
     from qsmkit.body.fatwater import FatWaterModel
 
     mag = np.asarray(magnitude, dtype=np.float32)
@@ -512,6 +513,10 @@ def analyse_liver(
         from qsmkit.body.liver_qsm import _filled
 
         support = support | ((np.rint(np.asarray(labels)) > 0) & _filled(support))
+    # a wrong --b0 or MagneticFieldStrength, or phase of the opposite sign, puts fat at the
+    # wrong frequencies: every map would be wrong with nothing to show it, so the fat's
+    # chemical shift is asked first
+    fat_shift = check_fat_shift(mag, phase, tes, b0_tesla, support)
     fit = model.fit(mag, phase, mask=support)
     s0 = fit.s0
     body = mask if mask is not None else body_mask(mag[..., 0], fit.noise_sd) & support
@@ -671,6 +676,7 @@ def analyse_liver(
             "pooled_regions": {str(k): dataclasses.asdict(v) for k, v in pooled.items()},
             "echo_train": {"nsa": round(fat_water_nsa(tes, b0_tesla), 3),
                            "ill_conditioned": echo_warning is not None},
+            "fat_shift": fat_shift,
             "warnings": [] if echo_warning is None else [echo_warning.as_dict()],
         },
         pooled=pooled,

@@ -59,7 +59,8 @@ def load_acquisition(
     echo_times_s : sequence of float, optional
         Echo times in seconds; override the headers/sidecars (a note records it).
     b0_tesla : float, optional
-        Field strength in tesla; overrides the headers/sidecars.
+        Field strength in tesla; overrides the headers/sidecars (a note records it when
+        they differ by more than 5 %).
     series : int, optional
         DICOM SeriesNumber when the folder holds several GRE series.
     phase_unit : str
@@ -237,13 +238,22 @@ def load_nifti_acquisition(mag, phase, *, echo_times_s=None, b0_tesla=None,
         )
     check_echo_times(tes, n_echoes)
 
-    b0 = b0_tesla
-    if b0 is None:
-        for meta, path in list(zip(phase_meta, phase_files, strict=True)) + list(
-                zip(mag_meta, mag_files, strict=True)):
-            b0 = b0_from_sidecar(meta, path.name)
-            if b0 is not None:
-                break
+    header_b0 = None
+    for meta, path in list(zip(phase_meta, phase_files, strict=True)) + list(
+            zip(mag_meta, mag_files, strict=True)):
+        try:
+            header_b0 = b0_from_sidecar(meta, path.name)
+        except InputError:
+            if b0_tesla is None:
+                raise
+            break  # the command line's field stands; an unreadable sidecar one is moot
+        if header_b0 is not None:
+            break
+    b0 = b0_tesla if b0_tesla is not None else header_b0
+    if b0_tesla is not None and header_b0 is not None and not np.isclose(
+            float(b0_tesla), float(header_b0), rtol=0.05):
+        notes.append(f"field strength {float(b0_tesla):g} T from the command line replaces "
+                     f"{float(header_b0):g} T from the sidecars")
     if b0 is None and "b0_tesla" in folder_record:
         b0 = folder_record["b0_tesla"]
     if b0 is None:
