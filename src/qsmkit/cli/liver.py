@@ -287,6 +287,85 @@ def _on_data_grid(data, affine, acq, name: str):
     )
 
 
+def crop_blank_slices(acq, labels=None, mask=None):
+    """Leave out the slices at the ends of each axis whose magnitude is exactly zero at every
+    echo (zero-filled by a reformat or a reconstruction that padded the field of view).
+
+    Such slices hold no measurement, yet the liver analysis would read them as air: a slab
+    through a body that continues would be modelled as a body ending in air at its faces
+    (on the independent abdomen one blank slice at each end raised the χ of LIC 20 patches
+    by 35–40 %, without a flag). Returns ``(acq, labels, mask, to_input)``; ``to_input``
+    puts a 3D map of the cropped grid back on the input grid (zero in the blank slices).
+    """
+    import dataclasses
+
+    import numpy as np
+
+    signal = np.any(acq.magnitude != 0, axis=3)
+    if not signal.any():
+        from qsmkit.errors import InputError
+
+        raise InputError("the magnitude is zero everywhere; check the magnitude files")
+    keep = []
+    for axis in range(3):
+        filled = np.flatnonzero(signal.any(axis=tuple(a for a in range(3) if a != axis)))
+        keep.append(slice(int(filled[0]), int(filled[-1]) + 1))
+    keep = tuple(keep)
+    shape = signal.shape
+    if all(k.stop - k.start == n for k, n in zip(keep, shape, strict=True)):
+        return acq, labels, mask, _Uncrop(keep, shape)
+    affine = acq.affine.copy()
+    affine[:3, 3] = acq.affine[:3, :3] @ np.array([k.start for k in keep], float) + \
+        acq.affine[:3, 3]
+    removed = ", ".join(f"axis {a}: {k.start} + {n - k.stop}" for a, (k, n)
+                        in enumerate(zip(keep, shape, strict=True)) if k.stop - k.start < n)
+    acq = dataclasses.replace(
+        acq, magnitude=np.ascontiguousarray(acq.magnitude[keep]),
+        phase=np.ascontiguousarray(acq.phase[keep]), affine=affine,
+        notes=[*acq.notes, f"slices of zero magnitude at every echo left out at the ends "
+               f"({removed}); maps are written on the input grid, zero there"])
+
+    def cut(v):
+        return None if v is None else np.ascontiguousarray(np.asarray(v)[keep])
+
+    return acq, cut(labels), cut(mask), _Uncrop(keep, shape)
+
+
+class _Uncrop:
+    """Maps of the grid of :func:`crop_blank_slices` back on the input grid: ``to(v)`` for a
+    3D volume (zero outside), ``to.point(ijk)`` for a voxel index."""
+
+    def __init__(self, keep, shape):
+        self.keep = keep
+        self.shape = tuple(shape)
+
+    def __call__(self, volume):
+        import numpy as np
+
+        volume = np.asarray(volume)
+        if volume.shape == self.shape:
+            return volume
+        out = np.zeros(self.shape, volume.dtype)
+        out[self.keep] = volume
+        return out
+
+    def point(self, ijk):
+        return tuple(int(i) + k.start for i, k in zip(ijk, self.keep, strict=True))
+
+
+class _Then:
+    """``second(first(v))``, for volumes and voxel indices."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+
+    def __call__(self, volume):
+        return self.second(self.first(volume))
+
+    def point(self, ijk):
+        return self.second.point(self.first.point(ijk))
+
+
 def b0_axis_last(acq, labels=None, mask=None):
     """Put the voxel axis nearest to B0 last (a permutation of the voxel axes, exact).
 
@@ -355,7 +434,9 @@ def run(args) -> int:
     with timer("load"):
         acq, labels, mask, compare = load_inputs(args)
         affine = acq.affine  # outputs are written on the input grid
+        acq, labels, mask, uncrop = crop_blank_slices(acq, labels, mask)
         acq, labels, mask, to_input = b0_axis_last(acq, labels, mask)
+        to_input = _Then(to_input, uncrop)
     with timer("analysis"):
         analysis = analyse_liver(
             acq.magnitude, acq.phase, acq.echo_times_s, acq.b0_tesla, acq.voxel_size,
