@@ -208,3 +208,22 @@ def test_blank_end_slices_are_left_out_and_the_maps_written_on_the_input_grid(tm
     np.testing.assert_allclose(data[:, :, 1:-1], ref_chi, atol=1e-4)
     notes = json.loads((outs["padded"] / "qsmkit.json").read_text())["acquisition_notes"]
     assert any("zero magnitude at every echo left out" in n for n in notes), notes
+
+
+def test_a_label_with_no_voxel_in_the_body_is_warned_not_silently_dropped(tmp_path, capsys):
+    import json
+
+    shape = (32, 32, 6)
+    phantom = make_abdomen_phantom(shape=shape, voxel_mm=(8.0, 8.0, 64.0 / 6), b0_tesla=1.5,
+                                   snr=60.0)
+    labels = phantom.patch_labels.astype(np.int16).copy()
+    labels[0:2, 0:2, :] = 99  # a corner of the field of view: air
+    folder = tmp_path / "data"
+    mags, phases = enc._per_echo(phantom, folder, phantom.magnitude, phantom.phase)
+    argv = enc._argv(mags, phases, enc._labels(phantom, folder, data=labels))
+    out = tmp_path / "out"
+    assert main(["liver", *argv, "-o", str(out)]) == 0
+    assert "warning [LABELS_OUTSIDE]: label(s) [99] have no voxel inside" in capsys.readouterr().err
+    codes = [w["code"] for w in json.loads((out / "qsmkit.json").read_text())["warnings"]]
+    assert codes == ["LABELS_OUTSIDE"]
+    assert 99 not in _table(out) and len(_table(out)) >= 6

@@ -39,6 +39,8 @@ FIT_RESIDUAL             median echo-fit residual in the mask        complex > 0
 ECHO_TRAIN               effective NSA of water and fat for the       < 0.5
                          echo times (``qsmkit liver``;
                          :mod:`qsmkit.body.echo_train`)
+LABELS_OUTSIDE           --labels values with no voxel inside the     any
+                         body outline (``qsmkit liver``: no row)
 (InputError)             NaN / Inf anywhere, or all zero in the      any
                          mask, in chi, field or local field
 (InputError)             magnitude and phase swapped or the same     see

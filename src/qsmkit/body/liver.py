@@ -97,6 +97,7 @@ from qsmkit.body.liver_qsm import (  # noqa: F401  (re-exported)
 )
 from qsmkit.body.segment import body_mask, find_liver, subcutaneous_fat_mask  # noqa: F401
 from qsmkit.errors import InputError
+from qsmkit.qc import QCWarning
 
 
 # -- R2* ---------------------------------------------------------------------------------------
@@ -488,6 +489,7 @@ def analyse_liver(
             f"water, fat, field and R2*; got {tes.size}")
     cal = _calibration_for(b0_tesla, calibration)
     echo_warning = check_echo_train(tes, b0_tesla)
+    warnings = [] if echo_warning is None else [echo_warning]
     slope = chi_lic_slope(chi_slope)
     if reference not in ("sat", "air", "mask", "region"):
         raise InputError(f"unknown QSM reference {reference!r}; use sat, air, mask or region")
@@ -545,10 +547,19 @@ def analyse_liver(
         labels = np.asarray(labels)
         if labels.shape != body.shape:
             raise InputError(f"labels shape {labels.shape} does not match the data {body.shape}")
+        drawn = [int(v) for v in np.unique(np.rint(labels)) if v > 0]
         labels = np.where(body, np.rint(labels).astype(np.int64), 0)
         ids = [int(v) for v in np.unique(labels) if v > 0]
         if not ids:
             raise InputError("the labels have no region inside the body")
+        outside = sorted(set(drawn) - set(ids))
+        if outside:  # nothing to measure: said, not silently missing from the table
+            warnings.append(QCWarning(
+                "LABELS_OUTSIDE",
+                f"label(s) {outside} have no voxel inside the body outline (air or no "
+                "signal), so liver.tsv has no row for them",
+                float(len(outside)), 0.0,
+                "check that the labels were drawn on these data"))
         regions = {i: labels == i for i in ids}
         rois = labels
     else:
@@ -677,7 +688,7 @@ def analyse_liver(
             "echo_train": {"nsa": round(fat_water_nsa(tes, b0_tesla), 3),
                            "ill_conditioned": echo_warning is not None},
             "fat_shift": fat_shift,
-            "warnings": [] if echo_warning is None else [echo_warning.as_dict()],
+            "warnings": [w.as_dict() for w in warnings],
         },
         pooled=pooled,
         field_sd_hz=np.where(body, fit.field_sd_hz, np.inf).astype(np.float32),
