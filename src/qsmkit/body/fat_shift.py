@@ -177,8 +177,10 @@ def check_fat_shift(magnitude, phase, echo_times_s, b0_tesla: float, support,
         # the field either (the ECHO_TRAIN warning says so)
         return {"residual_ratio": {}, "skipped": "echo train ill-conditioned for fat-water"}
     # a field at which this train cannot tell fat from water has a fat column nearly
-    # collinear with water's: a more flexible model, not a rival hypothesis
-    fields_t = [f for f in fields_t if fat_water_nsa(echo_times_s, f) >= NSA_LIMIT]
+    # collinear with water's: a more flexible model, not a rival hypothesis; a field within
+    # MIN_SEPARATION of the stated one is no rival either
+    fields_t = [f for f in fields_t if abs(float(f) - b0) > MIN_SEPARATION * b0
+                and fat_water_nsa(echo_times_s, f) >= NSA_LIMIT]
     residuals = fat_shift_residuals(magnitude, phase, echo_times_s, b0, support,
                                     fields_t=fields_t)
     if (b0, 1) not in residuals:
@@ -190,13 +192,12 @@ def check_fat_shift(magnitude, phase, echo_times_s, b0_tesla: float, support,
     # lands near an alias of itself), so smaller misfits count there
     rivals = {(f, sign): residual_ratio(r, stated, SIGN_MISFIT_FACTOR if f == b0
                                         else MISFIT_FACTOR)
-              for (f, sign), r in residuals.items()
-              if (f == b0 and sign < 0) or abs(f - b0) > MIN_SEPARATION * b0}
+              for (f, sign), r in residuals.items() if (f, sign) != (b0, 1)}
     best = min(rivals, key=rivals.get)
     if rivals[best] * RESIDUAL_RATIO_LIMIT <= 1.0:
         field, sign = best
         factor = f"{1.0 / rivals[best]:.1f} times more residual as stated"
-        if sign < 0 and abs(field - b0) <= MIN_SEPARATION * b0:
+        if field == b0:  # the negated phase at the stated field
             raise InputError(
                 "the phase runs against qsmkit's convention (phase = +2 pi x field x TE): "
                 f"fat fits only with the phase negated ({factor}); for GE data put "

@@ -311,9 +311,9 @@ def crop_blank_slices(acq, labels=None, mask=None):
         raise InputError("the magnitude is zero everywhere; check the magnitude files")
     axis = int(np.argmax(np.abs(acq.b0_dir)))
     filled = np.flatnonzero(signal.any(axis=tuple(a for a in range(3) if a != axis)))
-    keep = [slice(None, None)] * 3
+    keep = [slice(0, n) for n in signal.shape]
     keep[axis] = slice(int(filled[0]), int(filled[-1]) + 1)
-    keep = tuple(slice(*k.indices(n)[:2]) for k, n in zip(keep, signal.shape, strict=True))
+    keep = tuple(keep)
     shape = signal.shape
     if all(k.stop - k.start == n for k, n in zip(keep, shape, strict=True)):
         return acq, labels, mask, _Uncrop(keep, shape)
