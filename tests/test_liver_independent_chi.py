@@ -89,6 +89,23 @@ def test_chi_from_a_first_echo_near_the_noise_is_flagged():
             assert "chi_low_snr" not in flags, (p, flags)
 
 
+def test_chi_from_a_decayed_first_echo_is_flagged_at_high_snr():
+    # 3 T, SNR 120: LIC 35 keeps 4 % of its signal at 1.2 ms, well above the noise now, yet its
+    # χ reads 8-21 % low (partial volume with brighter tissue pulls the phase); before, no χ
+    # flag said so once chi_low_snr stopped firing
+    ph = make_abdomen_phantom(shape=(64, 64, 8), voxel_mm=(4.0, 4.0, 8.0), b0_tesla=3.0,
+                              snr=120.0, seed=13)
+    an = analyse_liver(ph.magnitude, ph.phase, ph.echo_times_s, 3.0, ph.voxel_mm,
+                       labels=ph.patch_labels)
+    rows = {row["label"]: row for row in an.rows}
+    for p in ph.patches:
+        flags = rows[p["label"]]["flags"].split(";")
+        if p["lic_mg_per_g"] >= 35:
+            assert ("chi_first_echo_decayed" in flags or "chi_from_surroundings" in flags), flags
+        if p["lic_mg_per_g"] <= 20:
+            assert "chi_first_echo_decayed" not in flags, (p, flags)
+
+
 def test_slices_first_storage_gives_the_same_table_through_the_api(analysis):
     # the same slab stored with the slice axis first (B0 along voxel axis 0): internal air
     # is filled across the slab's own slices, not across whatever axis comes last
