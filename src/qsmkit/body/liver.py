@@ -487,6 +487,7 @@ def analyse_liver(
         that cut it, over ``continue_mm`` (default: the whole padding); see
         :func:`qsmkit.body.liver_qsm.liver_qsm`
     """
+    from qsmkit.body.bipolar import check_bipolar
     from qsmkit.body.echo_train import check_echo_train, fat_water_nsa
     from qsmkit.body.fat_shift import check_fat_shift
     from qsmkit.body.fatwater import FatWaterModel
@@ -530,6 +531,12 @@ def analyse_liver(
         from qsmkit.body.liver_qsm import _filled
 
         support = support | ((np.rint(np.asarray(labels)) > 0) & _filled(support))
+    # bipolar readouts leave the even-numbered echoes a phase error that the fat-water model
+    # reads as fat and field (body/bipolar.py): estimated from the data and removed first,
+    # since uncorrected it makes 1.5 T data look like 3 T to the check below
+    phase, bipolar, bipolar_warning = check_bipolar(mag, phase, tes, b0_tesla, support)
+    if bipolar_warning is not None:
+        warnings.append(bipolar_warning)
     # a wrong --b0 or MagneticFieldStrength, or phase of the opposite sign, puts fat at the
     # wrong frequencies: every map would be wrong with nothing to show it, so the fat's
     # chemical shift is asked first
@@ -703,6 +710,7 @@ def analyse_liver(
             "echo_train": {"nsa": round(fat_water_nsa(tes, b0_tesla), 3),
                            "ill_conditioned": echo_warning is not None},
             "fat_shift": fat_shift,
+            "bipolar": bipolar,
             "warnings": [w.as_dict() for w in warnings],
         },
         pooled=pooled,
