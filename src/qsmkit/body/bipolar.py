@@ -311,15 +311,16 @@ def check_bipolar(magnitude, phase, echo_times_s, b0_tesla: float, support, *,
     if not detected:
         return phase, info, None
     d = est.as_dict()
-    ramps = ", ".join(f"{a} {v:+.2f}" for a, v in d["ramp_rad"].items())
+    ramps = ", ".join(f"{a} {v:+.3f}" for a, v in d["ramp_rad"].items())
     warning = QCWarning(
         "BIPOLAR_PHASE",
-        f"the even-numbered echoes carry a phase error of {d['offset_rad']:+.2f} rad "
-        f"(SE {d['offset_se_rad']:.2f}) with ramps {ramps} rad across the volume, as "
-        "bipolar readouts leave it; it was removed from those echoes before the fat-water fit",
+        f"echoes 2, 4, ... carry a phase error of {d['offset_rad']:+.3f} rad "
+        f"(SE {d['offset_se_rad']:.3f}; modulo pi) with ramps {ramps} rad from the centre to "
+        "the edges of the volume, as bipolar readouts leave it; it was removed from those "
+        "echoes before the fat-water fit",
         est.max_error_rad, floor_rad,
-        "check the protocol (bipolar/flyback readout) and the corrected PDFF and chi; "
-        "monopolar data never showed it")
+        "check that the protocol reads out with alternating polarity (bipolar) and look at "
+        "the corrected PDFF and chi; monopolar data read at most 0.09 rad")
     return correct_bipolar_phase(phase, est.coef_rad), info, warning
 
 
