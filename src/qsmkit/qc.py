@@ -41,7 +41,7 @@ ECHO_TRAIN               effective NSA of water and fat for the       < 0.5
                          :mod:`qsmkit.body.echo_train`)
 LABELS_OUTSIDE           --labels values with no voxel inside the     any
                          body outline (``qsmkit liver``: no row)
-BIPOLAR_PHASE            phase error of the even-numbered echoes     chi-square > 32.8 and
+BIPOLAR_PHASE            phase error of the even-numbered echoes     chi-square > 33.4 and
                          (bipolar readout; ``qsmkit liver``,         > 0.2 rad; corrected
                          :mod:`qsmkit.body.bipolar`): largest
                          |error| in the volume, rad
