@@ -279,10 +279,7 @@ def check_bipolar(magnitude, phase, echo_times_s, b0_tesla: float, support, *,
 
     Parameters
     ----------
-    magnitude, phase : (X, Y, Z, E) arrays, phase in radians
-    echo_times_s : (E,) s
-    b0_tesla : T
-    support : (X, Y, Z) bool — the body
+    magnitude, phase, echo_times_s, b0_tesla, support : as :func:`estimate_bipolar_phase`
     chi2_limit, floor_rad : the rule (see :data:`CHI2_LIMIT`, :data:`FLOOR_RAD`)
 
     Returns
