@@ -131,3 +131,28 @@ def test_analyse_liver_corrects_and_says_so(abdomens):
     slope, pdff_err = _liver_figures(ph, an)
     assert 0.85 <= slope <= 1.15, slope
     assert pdff_err < 2.5, pdff_err
+
+
+def test_the_cli_corrects_and_says_so(abdomens, tmp_path):
+    # the same through `qsmkit liver` on NIfTI files, as a user runs it: exit 0, the warning
+    # in qsmkit.json, and the table of the corrected data
+    import csv
+    import json
+
+    import liver_encodings as enc
+    from qsmkit.cli.main import main
+
+    ph = abdomens[1.5]
+    bad = _bipolar(ph.phase, -ERROR["offset"], ERROR["ramp_y"])
+    argv = enc._four_d_argv(ph, tmp_path, None, phase=bad)
+    te = ",".join(f"{t:.6f}" for t in ph.echo_times_s)
+    out = tmp_path / "out"
+    assert main(["liver", *argv, "--echo-times", te, "--b0", "1.5", "--phase-unit", "rad",
+                 "-o", str(out)]) == 0
+    record = json.loads((out / "qsmkit.json").read_text())
+    assert "BIPOLAR_PHASE" in json.dumps(record.get("warnings", record)), record.keys()
+    with open(out / "liver.tsv", newline="") as f:
+        rows = {int(r["label"]): r for r in csv.DictReader(f, delimiter="\t")}
+    pdff_err = max(abs(float(rows[p["label"]]["pdff_percent"]) - p["pdff_percent"])
+                   for p in ph.patches if p["lic_mg_per_g"] <= 7)
+    assert pdff_err < 2.5, pdff_err
