@@ -284,10 +284,13 @@ def _harmonics(shape, voxel_size, order: int) -> list[np.ndarray]:
 def _fourier_preconditioner(kernel, grid, voxel_size, lam, data_weight, free):
     """``r -> free · F⁻¹[F(free · r) / (c |D(k)|² + lam L(k) + ε)]``: the inverse of the
     normal operator of a uniformly weighted, unmasked problem (``c`` the mean squared data
-    weight, ``L`` the symbol of the discrete Laplacian), which whitens the dipole kernel's
-    spectrum so that conjugate gradients converge in tens of iterations where plain ones take
-    thousands (as in preconditioned TFI, Liu 2017). ``ε`` (:data:`PRECONDITIONER_FLOOR` of
-    the largest term) keeps the magic cone and k = 0 from being amplified without bound."""
+    weight, ``L`` the symbol of the discrete Laplacian), which evens out the dipole kernel's
+    spectrum (as in preconditioned TFI, Liu 2017). On the liver problem, whose weights span
+    two decades, it does not reach the tolerance within 400 iterations either, but brings the
+    result nearer the converged one (3 T, decayed LIC 20 patches of the independent abdomen:
+    −0.08…−0.14 ppm from truth against −0.17…−0.20 plain and −0.01…+0.02 converged). ``ε``
+    (:data:`PRECONDITIONER_FLOOR` of the largest term) keeps the magic cone and k = 0 from
+    being amplified without bound."""
     from qsmkit import fft
     from qsmkit.kernels import frequency_grid
 
@@ -312,7 +315,10 @@ def _structural_edges(log_weight, pairs, *, fraction=None, min_jump=None):
     Without this, tissue whose signal iron has taken (weight ~0.03) cannot hold its χ against
     the penalty that ties it to the liver around it: a small label inside such tissue read
     LIC 12 and LIC 20 patches of the independent abdomen 1–2 ppm low (3 T, 40-voxel labels),
-    as its unlabelled neighbours were smoothed to the surrounding liver.
+    as its unlabelled neighbours were smoothed to the surrounding liver. Voxels without data
+    (weight 0, taken as 10⁻³: the guard band at the slab's faces, tissue with no signal) are
+    thereby also cut off from the penalty where they meet tissue with data; their χ is then
+    set by the field they make there, like the sources beyond the faces.
     """
     fraction = EDGE_FRACTION if fraction is None else fraction
     min_jump = EDGE_MIN_JUMP if min_jump is None else min_jump
