@@ -54,6 +54,7 @@ import dataclasses
 
 import numpy as np
 
+from qsmkit.body.fat_shift import slowly_decaying_voxels
 from qsmkit.errors import InputError
 
 MIN_ECHOES = 4
@@ -156,21 +157,6 @@ def correct_bipolar_phase(phase, coef_rad) -> np.ndarray:
     return ph
 
 
-def _sample(magnitude, support, n: int) -> np.ndarray:
-    """Flat indices of up to ``n`` voxels of ``support`` whose first echo is above a quarter
-    of its 99th percentile and whose last echo keeps 30 % of it (signal in every echo)."""
-    mag = np.asarray(magnitude)
-    first = mag[..., 0]
-    if not support.any():
-        return np.zeros(0, np.int64)
-    ref = float(np.percentile(first[support], 99))
-    keep = support & (first > 0.25 * ref) & (mag[..., -1] > 0.3 * first)
-    idx = np.flatnonzero(keep)
-    if idx.size > n:
-        idx = np.sort(np.random.default_rng(0).choice(idx, n, replace=False))
-    return idx
-
-
 def _model(x, theta, c, t_ms, parity):
     """Model signal (V, E) and its complex Jacobian (V, E, 7) in the real parameters
     ``Re W, Im W, Re F, Im F, psi (kHz), R2* (1/ms)`` and ``theta`` (rad)."""
@@ -247,7 +233,7 @@ def estimate_bipolar_phase(magnitude, phase, echo_times_s, b0_tesla: float, supp
     if tes.size < MIN_ECHOES or mag.shape[-1] != tes.size:
         return None
     support = np.asarray(support, bool)
-    idx = _sample(mag, support, n_voxels)
+    idx = slowly_decaying_voxels(mag, support, n_voxels)
     if idx.size < 50:
         return None
     e = tes.size

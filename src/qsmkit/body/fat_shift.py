@@ -74,17 +74,28 @@ SAMPLE_VOXELS = 1500
 """Voxels drawn (at random, fixed seed) from the body for the test."""
 
 
-def _sample(magnitude, phase, support, n: int) -> np.ndarray:
-    """Complex signal (V, E) of up to ``n`` voxels of ``support`` whose first echo is above a
-    quarter of the 99th percentile and whose last echo keeps 30 % of it (decay slow enough
-    for the echoes to hold the fat's interference: iron-rich tissue says nothing of it)."""
+def slowly_decaying_voxels(magnitude, support, n: int) -> np.ndarray:
+    """Flat indices of up to ``n`` voxels of ``support`` (a fixed random sample) whose first
+    echo is above a quarter of its 99th percentile and whose last echo keeps 30 % of it:
+    signal in every echo, decay slow enough for the echoes to hold the fat's interference
+    (iron-rich tissue says nothing of it)."""
     mag = np.asarray(magnitude, np.float32)
+    if not np.any(support):
+        return np.zeros(0, np.int64)
     first = mag[..., 0]
-    ref = float(np.percentile(first[support], 99)) if support.any() else 0.0
+    ref = float(np.percentile(first[support], 99))
     keep = support & (first > 0.25 * ref) & (mag[..., -1] > 0.3 * first)
     idx = np.flatnonzero(keep)
     if idx.size > n:
         idx = np.sort(np.random.default_rng(0).choice(idx, n, replace=False))
+    return idx
+
+
+def _sample(magnitude, phase, support, n: int) -> np.ndarray:
+    """Complex signal (V, E) of :func:`slowly_decaying_voxels`, scaled by its 99th
+    percentile."""
+    mag = np.asarray(magnitude, np.float32)
+    idx = slowly_decaying_voxels(mag, support, n)
     m = mag.reshape(-1, mag.shape[-1])[idx]
     p = np.asarray(phase, np.float32).reshape(-1, mag.shape[-1])[idx]
     s = m * np.exp(1j * p.astype(np.float64))
