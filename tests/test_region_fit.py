@@ -234,3 +234,19 @@ def test_initial_phase_is_not_used_where_it_does_not_help_at_3t():
     res = _with_initial_phase(free, known, mag, phase, fit.water + fit.fat, good, patch, TES,
                               3.0, fit.noise_sd, vs)
     assert res is free
+
+
+def test_liver_table_reports_the_phase_constrained_pdff_of_a_decayed_label():
+    """The same 1.5 T patch through analyse_liver: its liver.tsv row is the pooled fit at the
+    carried initial phase, unflagged for PDFF."""
+    from qsmkit.body.liver import analyse_liver
+
+    mag, phase, patch, vs = _decayed_patch_volume(1.5, 15.0, 1370.0)
+    analysis = analyse_liver(mag, phase, TES, 1.5, vs, labels=patch.astype(np.int16),
+                             mask=np.ones(patch.shape, bool), reference="mask")
+    row = analysis.rows[0]
+    assert analysis.pooled[1].phase_constrained
+    assert row["estimate"] == "pooled", row
+    assert abs(row["pdff_percent"] - 15.0) <= 2.0, row
+    assert "pdff_uncertain" not in row["flags"], row
+    assert abs(row["r2star_per_s"] - 1370.0) <= 0.05 * 1370.0, row
