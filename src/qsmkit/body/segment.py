@@ -118,7 +118,10 @@ def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, aff
       fraction there; elsewhere they must be water-dominant): iron-rich parts of the liver
       must not be cut off,
 
-    and the statistics are recomputed from the grown region (``iterations`` times at most).
+    and the statistics are recomputed from the grown region (``iterations`` times at most),
+    keeping each time the connected component that holds most of the region grown so far (a
+    seed in a focal patch of other iron, an iron-sparing area of a loaded liver, fails the
+    statistics of the organ it grew: following the seed returned that patch, 14–75 voxels).
     Enclosed holes (focal nodules of other iron or fat, vessels, cysts) are filled, in 3D
     and slice by slice across the slab (the axis shortest in mm), since they are part of the organ
     (and nodules are searched in it); a closing with a disc of ``close_mm`` (default 10 mm,
@@ -179,7 +182,11 @@ def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, aff
                          & (log_r2_m - med_r2 > tol_r2) & (log_pd - med_pd > np.log(0.5)))
             similar = ndimage.binary_opening(similar | iron_rich)
             lab, _ = ndimage.label(similar)
-            near = lab[sl][lab[sl] > 0]
+            # the component that keeps most of the region grown so far (at first, of the
+            # seed's neighbourhood): a seed in a focal patch of other iron (a nodule, an
+            # iron-sparing area of a loaded liver) fails the statistics of the organ it
+            # grew, and following the seed would trade the organ for that patch
+            near = lab[region][lab[region] > 0]
             if near.size == 0:
                 return (region, seed) if step > 0 else (None, None)
             grown = lab == np.bincount(near).argmax()
@@ -190,16 +197,22 @@ def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, aff
 
     # the liver is on the subject's right. The organ grown from the left (the spleen, or the
     # liver itself when the affine's sides are wrong) is taken instead when the growth from
-    # the right has leaked into it (it holds the left seed, not the other way round), or when
-    # the two are separate and the left one is clearly the larger: the liver is several
-    # times the volume of a normal spleen
+    # the right has leaked into it (it holds the left seed or most of the left organ, not
+    # the other way round), or when the two are separate and the left one is clearly the
+    # larger: the liver is several times the volume of a normal spleen
     region, seed_r = grow(deep & (world_x > centre))
     other, seed_l = grow(deep & (world_x <= centre))
     if other is not None:
         if region is None:
             region = other
         else:
-            right_holds_left, left_holds_right = bool(region[seed_l]), bool(other[seed_r])
+            # "holds": has its seed or most of it (a seed in a focal patch can be left out
+            # of a growth that took in the rest of the organ)
+            def holds(a, b, seed_b):
+                return bool(a[seed_b]) or (a & b).sum() > 0.5 * b.sum()
+
+            right_holds_left = holds(region, other, seed_l)
+            left_holds_right = holds(other, region, seed_r)
             if right_holds_left and not left_holds_right:
                 region = other
             elif not (right_holds_left or left_holds_right) and (
