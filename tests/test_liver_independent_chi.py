@@ -163,3 +163,19 @@ def test_small_labels_inside_iron_loaded_tissue():
             assert abs(err) < 0.1, (p, rows[p["label"]])
         if p["lic_mg_per_g"] == 20:
             assert abs(err) < 0.5, (p, rows[p["label"]])
+
+
+@pytest.mark.parametrize("lic,flagged", [(30.0, True), (1.2, False)])
+def test_whole_liver_without_signal_is_flagged(lic, flagged):
+    """A whole liver of LIC 30 at 1.5 T: its own field weighs about 1 % of the body's and the
+    organs around it have a χ of their own; on the full slab it read 0.08 ppm for 3.0 with
+    no flag. It is now flagged ``chi_from_surroundings``; a liver of normal iron is not."""
+    ph = make_abdomen_phantom(shape=(96, 96, 6), voxel_mm=(2.67, 2.67, 4.0), b0_tesla=1.5,
+                              seed=21, liver_lic_mg_per_g=lic, liver_pdff_percent=10.0)
+    affine = ph.affine.copy()
+    affine[0] *= -1  # the liver on the subject's right, as in a patient
+    an = analyse_liver(ph.magnitude, ph.phase, ph.echo_times_s, 1.5, ph.voxel_mm,
+                       affine=affine)
+    found = an.regions["liver"]
+    assert 2 * (found & ph.liver_mask).sum() / (found.sum() + ph.liver_mask.sum()) > 0.85
+    assert ("chi_from_surroundings" in an.rows[0]["flags"]) is flagged, an.rows[0]

@@ -172,14 +172,15 @@ def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, aff
             med_ff, sd_ff = np.median(pdff_m[region]), _robust_sd(pdff_m[region])
             med_r2, sd_r2 = np.median(log_r2_m[region]), _robust_sd(log_r2_m[region])
             tol_r2 = max(2.0 * tolerance, 3.0 * sd_r2)
+            same_pd = np.abs(log_pd - med_pd) < min(tolerance, max(0.05, 3.0 * sd_pd))
             if med_r2 > np.log(r2star_fat_blind_per_s):
-                # an organ whose iron has taken its signal by the second echo: its proton
-                # density is an extrapolation that scatters by tens of per cent (log SD 0.45
-                # at 3 T, R2* 1500 1/s), and its R2* alone sets it apart from the tissue
-                # around it, as for the iron-rich parts below
-                same_pd = log_pd - med_pd > np.log(0.5)
-            else:
-                same_pd = np.abs(log_pd - med_pd) < min(tolerance, max(0.05, 3.0 * sd_pd))
+                # an organ whose iron has taken its signal by the second echo: the proton
+                # density of its decayed voxels is an extrapolation that scatters by tens of
+                # per cent (log SD 0.45 at 3 T, R2* 1500 1/s); those voxels (beyond the
+                # fat-blind R2*, which the tissue around the liver is not) need only more
+                # than half the region's, as the iron-rich parts below
+                same_pd |= (log_pd - med_pd > np.log(0.5)) & (
+                    log_r2_m > np.log(r2star_fat_blind_per_s))
             similar = (
                 tissue
                 & same_pd
