@@ -166,9 +166,9 @@ by ";", ``low_signal`` (pooled estimate),
 ``pdff_uncertain`` (SD of PDFF above :data:`PDFF_SD_LIMIT_PERCENT`), ``r2star_out_of_range``
 (LIC by R2* not trustworthy), ``chi_from_surroundings`` (the region's own field does not
 measure its χ: standard error above
-:data:`~qsmkit.body.liver_qsm.OWN_FIELD_SE_LIMIT_PPM`, or, without that refit or for a
-region larger than :data:`LARGE_REGION_ML`, mean (median) weight below
-:data:`CHI_WEIGHT_FLAG`),
+:data:`~qsmkit.body.liver_qsm.OWN_FIELD_SE_LIMIT_PPM`, or, without that refit, mean weight
+below :data:`CHI_WEIGHT_FLAG`, or, for a region larger than :data:`LARGE_REGION_ML`, median
+weight below it),
 ``chi_low_snr`` (the region's first echo is within
 :data:`CHI_LOW_SNR` noise SDs: its field comes from the phase of that echo alone, which is
 biased towards the surroundings there, and ``chi_se_ppm`` does not cover that),
@@ -203,7 +203,7 @@ ROI in normal liver) is measured by the field it makes in the tissue around it; 
 a whole liver whose iron has taken its signal, makes its field mostly inside itself, and
 the organs around it have a χ of their own that the fit can move instead. Measured on the
 independent abdomen (full slab, 1.5 T, SNR 60, whole liver at LIC 30 mg/g, R2* 1130 1/s,
-mean weight 1 % of the body's): the automatic liver read χ 0.08 ppm for 3.0 (LIC by QSM 0.1
+median weight 1.3 % of the body's): the automatic liver read χ 0.08 ppm for 3.0 (LIC by QSM 0.1
 for 30) with no flag; the wall, spleen and kidneys sat 1 ppm low. Open: measuring such a
 liver (docs/liver.md, Limitations)."""
 

@@ -116,7 +116,10 @@ def find_liver(s0, pdff, r2star_per_s, body, voxel_size: Sequence[float], *, aff
       and whatever their fitted PDFF where R2* exceeds ``r2star_fat_blind_per_s`` (default
       400 1/s, T2* 2.5 ms: the fat-water fit of clinical echo trains loses the fat
       fraction there; elsewhere they must be water-dominant): iron-rich parts of the liver
-      must not be cut off,
+      must not be cut off; and once the region's own median R2* is beyond that limit (a
+      liver whose iron has taken its signal by the second echo, whose proton density is an
+      extrapolation that scatters), its voxels beyond the limit need only more than half its
+      proton density,
 
     and the statistics are recomputed from the grown region (``iterations`` times at most),
     keeping each time the connected component that holds most of the region grown so far (a
