@@ -302,6 +302,7 @@ class LiverAnalysis:
     voxel_size_mm: tuple = (1.0, 1.0, 1.0)
     region_fits: dict = dataclasses.field(default_factory=dict)
     initial_signal: np.ndarray | None = None  # complex64, water + fat at TE = 0
+    initial_phase_good: np.ndarray | None = None  # bool, where its phase is well measured
 
     def region_row(self, label, region, *, min_echoes: int = 3, snr_floor: float = 3.0) -> dict:
         """One row of the table for a boolean ``region`` (see :data:`TABLE_COLUMNS`).
@@ -423,12 +424,11 @@ class LiverAnalysis:
         res, known = _region_fit(self.magnitude, self.phase, self.fit_field_hz,
                                  self.field_sd_hz, region, self.echo_times_s, self.b0_tesla,
                                  self.noise_sd, self.voxel_size_mm)
-        if self.field_sd_hz is None or self.initial_signal is None:
+        if self.initial_signal is None or self.initial_phase_good is None:
             return res
-        good = _initial_phase_good(self.water, self.fat, self.field_sd_hz, self.body_mask)
         return _with_initial_phase(res, known, self.magnitude, self.phase,
-                                   self.initial_signal, good,
-                                   region, self.echo_times_s, self.b0_tesla, self.noise_sd,
+                                   self.initial_signal, self.initial_phase_good, region,
+                                   self.echo_times_s, self.b0_tesla, self.noise_sd,
                                    self.voxel_size_mm)
 
     def r2star_measurable(self, region, r2star_roi: float, *, min_echoes: int = 3,
@@ -645,8 +645,11 @@ def analyse_liver(
     weight = np.where(body, fit.field_weight(), 0).astype(np.float32)
     field_hz = np.where(body, fit.field_hz, 0).astype(np.float32)
     phase = np.asarray(phase, dtype=np.float32)
+    # the signal at TE = 0 and where its phase is well measured, carried into decayed regions
+    initial = np.where(body, fit.water + fit.fat, 0).astype(np.complex64)
+    initial_good = _initial_phase_good(fit.water, fit.fat, fit.field_sd_hz, body)
     pooled = _pooled_regions(mag, phase, fit, s0, body, regions, tes, b0_tesla, field_hz,
-                             weight, voxel_size)
+                             weight, voxel_size, initial, initial_good)
     qsm_args = dict(
         b0_dir=b0_dir, b0_tesla=b0_tesla, weight=weight,
         rois=rois if roi_constant else None, background=background, invert=invert, air=air,
@@ -747,7 +750,8 @@ def analyse_liver(
         pooled=pooled,
         field_sd_hz=np.where(body, fit.field_sd_hz, np.inf).astype(np.float32),
         voxel_size_mm=tuple(float(v) for v in voxel_size),
-        initial_signal=np.where(body, fit.water + fit.fat, 0).astype(np.complex64),
+        initial_signal=initial,
+        initial_phase_good=initial_good,
     )
     analysis.rows = analysis.table()
     return analysis
@@ -818,7 +822,8 @@ def _unit_weight_sd_hz(fit) -> float | None:
 
 
 def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, field_hz,
-                    weight, voxel_size, *, min_echoes: int = 3) -> dict:
+                    weight, voxel_size, initial, initial_good, *,
+                    min_echoes: int = 3) -> dict:
     """Pooled fits of the regions whose signal has decayed before the ``min_echoes``-th echo.
 
     The field map of such a region is replaced by its pooled estimate (the regularised field
@@ -837,8 +842,6 @@ def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, 
     finite = np.isfinite(sd_map) & body
     sd_ref = float(np.percentile(sd_map[finite], 10)) if finite.any() else np.nan
     r2 = fit.r2star_per_s
-    initial = fit.water + fit.fat
-    good = _initial_phase_good(fit.water, fit.fat, fit.field_sd_hz, body)
     out = {}
     for label, region in regions.items():
         region = np.asarray(region, bool) & body
@@ -850,7 +853,7 @@ def _pooled_regions(mag, phase, fit, s0, body, regions, echo_times_s, b0_tesla, 
                                  echo_times_s, b0_tesla, sigma, voxel_size)
         # the reported PDFF and R2* may use the neighbourhood's initial phase; the field
         # handed to QSM stays that of the free fit
-        out[label] = _with_initial_phase(res, known, mag, phase, initial, good, region,
+        out[label] = _with_initial_phase(res, known, mag, phase, initial, initial_good, region,
                                          echo_times_s, b0_tesla, sigma, voxel_size)
         sd_v = sd_map[region]
         map_sd = (1.0 / np.sqrt(np.sum(1.0 / sd_v[np.isfinite(sd_v)] ** 2))

@@ -308,11 +308,11 @@ def _crlb(f, r2, delta, tes, c, energy, sigma_c2, phase_sd=None):
     if phase_sd is None:
         bh = b / np.linalg.norm(b)
         d_perp = d - np.outer(bh, bh.conj() @ d)
-        fim = (2.0 / sigma_c2) * energy * np.real(d.conj().T @ d_perp)
     else:  # real amplitudes: only the real direction of b is profiled out
         d = np.concatenate([d, 1j * b[:, None]], axis=1)
         d_perp = d - np.outer(b, np.real(b.conj() @ d)) / float(np.vdot(b, b).real)
-        fim = (2.0 / sigma_c2) * energy * np.real(d.conj().T @ d_perp)
+    fim = (2.0 / sigma_c2) * energy * np.real(d.conj().T @ d_perp)
+    if phase_sd is not None:
         fim[3, 3] += 1.0 / max(float(phase_sd), 1e-6) ** 2
     try:
         cov = np.linalg.inv(fim)
