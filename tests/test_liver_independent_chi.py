@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 import qsmkit.body.liver as liver_module
 from independent_abdomen import make_abdomen_phantom
@@ -169,13 +170,44 @@ def test_small_labels_inside_iron_loaded_tissue():
 def test_whole_liver_without_signal_is_flagged(lic, flagged):
     """A whole liver of LIC 30 at 1.5 T: its own field weighs about 1 % of the body's and the
     organs around it have a χ of their own; on the full slab it read 0.08 ppm for 3.0 with
-    no flag. It is now flagged ``chi_from_surroundings``; a liver of normal iron is not."""
+    no flag. It is now flagged ``chi_from_surroundings``, and so is a 1 mL ROI drawn inside
+    it (read −7.7 ppm for 3.62); in a liver of normal iron neither is flagged. The automatic
+    liver of this abdomen is tested in test_liver_segment.py."""
     ph = make_abdomen_phantom(shape=(96, 96, 6), voxel_mm=(2.67, 2.67, 4.0), b0_tesla=1.5,
                               seed=21, liver_lic_mg_per_g=lic, liver_pdff_percent=10.0)
-    affine = ph.affine.copy()
-    affine[0] *= -1  # the liver on the subject's right, as in a patient
+    # the ROI in the liver's own tissue (not in one of its patches of LIC 1-35), in the
+    # middle slices, away from the faces
+    depth = ndimage.distance_transform_edt(ph.liver_mask & (ph.patch_labels == 0),
+                                           sampling=ph.voxel_mm)
+    depth[..., [0, 1, 4, 5]] = 0
+    c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    labels = ph.liver_mask.astype(np.int64)
+    labels[c[0] - 2:c[0] + 2, c[1] - 2:c[1] + 2, c[2] - 1:c[2] + 1] = 2
+    labels[~ph.liver_mask] = 0
+    assert (ph.chi_ppm[labels == 2] == ph.chi_ppm[labels == 2].max()).all()  # one tissue
     an = analyse_liver(ph.magnitude, ph.phase, ph.echo_times_s, 1.5, ph.voxel_mm,
-                       affine=affine)
-    found = an.regions["liver"]
-    assert 2 * (found & ph.liver_mask).sum() / (found.sum() + ph.liver_mask.sum()) > 0.85
-    assert ("chi_from_surroundings" in an.rows[0]["flags"]) is flagged, an.rows[0]
+                       labels=labels)
+    rows = {r["label"]: r for r in an.rows}
+    assert rows[2]["n_voxels"] == 32
+    for label in (1, 2):
+        assert ("chi_from_surroundings" in rows[label]["flags"]) is flagged, rows[label]
+
+
+def test_silent_area_counts_the_low_weight_tissue_a_region_lies_in():
+    weight = np.ones((40, 40, 10), np.float32)
+    mask = np.ones(weight.shape, bool)
+    weight[5:35, 5:35, :] = 0.01  # a silent organ of 9000 voxels
+    weight[20:24, 20:24, 4:6] = 0.02  # an ROI drawn in it, as silent
+    roi = np.zeros(weight.shape, bool)
+    roi[20:24, 20:24, 4:6] = True
+    island = np.zeros(weight.shape, bool)
+    island[36:39, 36:39, 4:6] = True  # a silent patch in measured tissue
+    weight[island] = 0.01
+    measured = np.zeros(weight.shape, bool)
+    measured[1:4, 1:4, :] = True
+    vs = (2.0, 2.0, 4.0)  # 16 uL voxels
+    assert liver_module.silent_area_ml(weight, mask, roi, vs, 1.0) == pytest.approx(
+        900 * 10 * 0.016)
+    assert liver_module.silent_area_ml(weight, mask, island, vs, 1.0) == pytest.approx(
+        18 * 0.016)
+    assert liver_module.silent_area_ml(weight, mask, measured, vs, 1.0) == 0.0
