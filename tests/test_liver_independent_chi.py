@@ -191,6 +191,8 @@ def test_whole_liver_without_signal_is_flagged(lic, flagged):
     assert rows[2]["n_voxels"] == 32
     for label in (1, 2):
         assert ("chi_from_surroundings" in rows[label]["flags"]) is flagged, rows[label]
+    # a liver of LIC 30 at 1.5 T keeps its first echo: it is not mistaken for air
+    assert an.info["decayed_tissue_ml"] == 0.0
 
 
 def test_silent_area_counts_the_low_weight_tissue_a_region_lies_in():

@@ -12,7 +12,7 @@ import pytest
 from independent_abdomen import TISSUE_CODES, make_abdomen_phantom
 from independent_cirrhosis import make_cirrhosis_phantom
 from qsmkit.body.fatwater import FatWaterModel
-from qsmkit.body.segment import body_mask, find_liver
+from qsmkit.body.segment import body_mask, decayed_tissue, find_liver
 
 
 def _maps(ph):
@@ -112,3 +112,25 @@ def test_iron_loaded_liver_at_3t_found_though_its_proton_density_scatters():
     found = find_liver(s0, pdff, r2, body, ph.voxel_mm, affine=affine)
     assert _dice(found, ph.liver_mask) >= 0.8
     assert (found & ph.liver_mask).sum() / found.sum() >= 0.97
+
+
+@pytest.mark.parametrize("b0,lic,decayed", [(3.0, 35.0, True), (1.5, 30.0, False),
+                                            (3.0, 1.2, False)])
+def test_a_liver_whose_signal_has_gone_is_not_taken_for_air_silently(b0, lic, decayed):
+    # 3 T, LIC 35 (R2* ~2700 1/s): 4 % of the signal is left at the first echo, below the
+    # body mask's threshold, so the whole liver was taken for air and the automatic liver
+    # grew into the wall and spleen with nothing said. Its first echo is still signal with a
+    # phase that holds: the holes of the body that are tissue are found (and warned of);
+    # lung, stomach gas and livers that keep their first echo are not
+    ph = make_abdomen_phantom(shape=(96, 96, 6), voxel_mm=(2.67, 2.67, 4.0), b0_tesla=b0,
+                              seed=21, liver_lic_mg_per_g=lic, liver_pdff_percent=10.0)
+    air = ph.tissue == TISSUE_CODES["air"]
+    sigma = float(np.mean(ph.magnitude[..., 0][air])) / np.sqrt(np.pi / 2)
+    body = body_mask(ph.magnitude[..., 0], sigma)
+    first = ph.magnitude[..., 0] * np.exp(1j * ph.phase[..., 0])
+    found = decayed_tissue(first, body, sigma, ph.voxel_mm)
+    if decayed:
+        assert (body & ph.liver_mask).sum() < 0.05 * ph.liver_mask.sum()  # the failure
+        assert (found & ph.liver_mask).sum() > 0.5 * ph.liver_mask.sum()
+    assert (found & ~ph.liver_mask).sum() == 0
+    assert bool(found.any()) is decayed

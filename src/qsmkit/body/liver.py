@@ -95,7 +95,12 @@ from qsmkit.body.liver_qsm import (  # noqa: F401  (re-exported)
     air_padding,
     liver_qsm,
 )
-from qsmkit.body.segment import body_mask, find_liver, subcutaneous_fat_mask  # noqa: F401
+from qsmkit.body.segment import (  # noqa: F401
+    body_mask,
+    decayed_tissue,
+    find_liver,
+    subcutaneous_fat_mask,
+)
 from qsmkit.errors import InputError
 from qsmkit.qc import QCWarning
 
@@ -196,19 +201,20 @@ it produces around it, which depends on the model of the anatomy outside the reg
 (``docs/liver.md``)."""
 
 LARGE_REGION_ML = 50.0
-"""A region whose median QSM data weight is below :data:`CHI_WEIGHT_FLAG` of the body's
-median and which lies in a silent area larger than 50 mL (a sphere of 4.6 cm) is flagged
-``chi_from_surroundings`` even where its refit to its own field looks precise. A small region (a nodule, a 10 mm patch, a drawn
-ROI in normal liver) is measured by the field it makes in the tissue around it; a large one,
-a whole liver whose iron has taken its signal, makes its field mostly inside itself, and
-the organs around it have a χ of their own that the fit can move instead. Measured on the
-independent abdomen (full slab, 1.5 T, SNR 60, whole liver at LIC 30 mg/g, R2* 1130 1/s,
-median weight 1.3 % of the body's): the automatic liver read χ 0.08 ppm for 3.0 (LIC by QSM 0.1
-for 30) with no flag; the wall, spleen and kidneys sat 1 ppm low. The rule counts the
-silent area a region lies in (:func:`silent_area_ml`), so that an ROI drawn inside such a liver is flagged
-whatever its size; ROIs of 1, 6 and 27 mL there were also refused by their own-field refit
-(standard error 1.9, 0.71, 0.25 ppm), which the whole liver passes (0.002 ppm). Open:
-measuring such a liver (docs/liver.md, Limitations)."""
+"""A region whose median QSM data weight is below :data:`CHI_WEIGHT_FLAG` of the body's median
+and which lies in a silent area larger than 50 mL (a sphere of 4.6 cm) is flagged
+``chi_from_surroundings`` even where its refit to its own field looks precise. A small
+region (a nodule, a 10 mm patch, a drawn ROI in normal liver) is measured by the field it
+makes in the tissue around it; a large one, a whole liver whose iron has taken its signal,
+makes its field mostly inside itself, and the organs around it have a χ of their own that
+the fit can move instead. Measured on the independent abdomen (full slab, 1.5 T, SNR 60,
+whole liver at LIC 30 mg/g, R2* 1130 1/s, median weight 1.3 % of the body's): the automatic
+liver read χ 0.08 ppm for 3.0 (LIC by QSM 0.1 for 30) with no flag; the wall, spleen and
+kidneys sat 1 ppm low. The rule counts the silent area a region lies in
+(:func:`silent_area_ml`), so that an ROI drawn inside such a liver is flagged whatever its
+size; ROIs of 1, 6 and 27 mL there were also refused by their own-field refit (standard
+error 1.9, 0.71, 0.25 ppm), which the whole liver passes (0.002 ppm). Open: measuring such a
+liver (docs/liver.md, Limitations)."""
 
 
 def silent_area_ml(weight, qsm_mask, region, voxel_size, body_median_weight: float) -> float:
@@ -646,6 +652,25 @@ def analyse_liver(
         liver = find_liver(s0, pdff, r2, body, voxel_size, affine=affine)
         regions = {"liver": liver}
         rois = liver.astype(np.int64)
+    decayed_ml = 0.0
+    if mask is None:
+        # an organ whose iron has taken its signal before the first echo is left out of the
+        # body outline as if it were air: the automatic liver cannot find it, and the field
+        # model takes it for air
+        decayed = decayed_tissue(mag[..., 0] * np.exp(1j * np.asarray(phase[..., 0])), body,
+                                 fit.noise_sd, voxel_size)
+        decayed_ml = float(decayed.sum() * np.prod(np.asarray(voxel_size, float)) / 1000.0)
+        if decayed_ml > 0:
+            warnings.append(QCWarning(
+                "DECAYED_TISSUE",
+                f"{decayed_ml:.0f} mL inside the body outline has a first echo above the noise "
+                "with a coherent phase but too weak for the body mask: tissue whose signal "
+                "had almost gone by the first echo (an organ loaded with iron, or lung), "
+                "analysed as air" + ("; the automatic liver leaves it out" if labels is None
+                                     else ""),
+                decayed_ml, 0.0,
+                "if it is liver, give its outline (--labels) or a body mask (--mask); "
+                "a liver this loaded is measured only by QSM, and only in part"))
 
     if reference == "sat":
         ref_mask = subcutaneous_fat_mask(pdff, body, voxel_size=voxel_size)
@@ -772,6 +797,7 @@ def analyse_liver(
                            "ill_conditioned": echo_warning is not None},
             "fat_shift": fat_shift,
             "bipolar": bipolar,
+            "decayed_tissue_ml": round(decayed_ml, 1),
             "warnings": [w.as_dict() for w in warnings],
         },
         pooled=pooled,

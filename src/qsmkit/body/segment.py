@@ -32,6 +32,62 @@ def body_mask(first_echo, noise_sd: float | None = None) -> np.ndarray:
     return lab == (1 + int(np.argmax(sizes)))
 
 
+RAYLEIGH_MEAN = float(np.sqrt(np.pi / 2))
+"""Mean magnitude of pure complex Gaussian noise in units of its per-channel SD."""
+RAYLEIGH_SD = float(np.sqrt(2 - np.pi / 2))
+"""SD of that magnitude, in the same units."""
+
+
+def decayed_tissue(first_echo, body, noise_sd: float, voxel_size: Sequence[float], *,
+                   min_ml: float = 20.0, z: float = 5.0,
+                   min_coherence: float = 0.6) -> np.ndarray:
+    """Enclosed voxels left out of ``body`` whose first echo is signal, not noise.
+
+    An organ whose iron has taken most of its signal before the first echo (a liver of LIC
+    35 mg/g at 3 T keeps about 4 % of it at 1.2 ms, twice the noise at SNR 60) falls below
+    the threshold of :func:`body_mask` and is taken for air, like lung and bowel gas. Voxel by
+    voxel it cannot be told from noise, but over a 3 × 3 × 3 neighbourhood it can: noise has
+    a mean magnitude of ``1.25 sigma`` (Rayleigh) and a phase that turns at random, tissue a
+    higher mean and a phase that holds. A voxel of the holes of ``body`` (eroded by one voxel
+    against the partial volume of their walls) is tissue when the mean magnitude of the hole
+    voxels around it is more than ``z`` standard errors above the Rayleigh mean and the
+    resultant of their unit phasors is above ``min_coherence`` (noise: ``1/sqrt(n)``, 0.19
+    for 27). Connected parts smaller than ``min_ml`` are dropped.
+
+    ``first_echo`` is complex (magnitude and phase of the first echo); ``noise_sd`` the
+    per-channel noise SD.
+    """
+    from scipy import ndimage
+
+    body = np.asarray(body, dtype=bool)
+    first_echo = np.asarray(first_echo)
+    empty = np.zeros(body.shape, bool)
+    if not (np.isfinite(noise_sd) and noise_sd > 0):
+        return empty
+    vs = np.asarray(voxel_size, dtype=float)
+    thin = int(np.argmin(np.asarray(body.shape) * vs))
+    holes = ndimage.binary_erosion(_fill_enclosed(body, thin) & ~body)
+    if not holes.any():
+        return empty
+    box = np.ones((3, 3, 3))
+    count = ndimage.convolve(holes.astype(float), box, mode="constant")
+    magnitude = np.abs(first_echo).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = ndimage.convolve(np.where(holes, magnitude, 0.0), box, mode="constant") / count
+        unit = np.where(holes & (magnitude > 0), first_echo / np.maximum(magnitude, 1e-30), 0)
+        resultant = np.hypot(
+            ndimage.convolve(unit.real.astype(float), box, mode="constant"),
+            ndimage.convolve(unit.imag.astype(float), box, mode="constant")) / count
+    standard_error = RAYLEIGH_SD * noise_sd / np.sqrt(np.maximum(count, 1.0))
+    tissue = (holes & (count >= 9) & (mean > RAYLEIGH_MEAN * noise_sd + z * standard_error)
+              & (resultant > min_coherence))
+    lab, n = ndimage.label(tissue)
+    if n == 0:
+        return empty
+    sizes_ml = np.bincount(lab.ravel())[1:] * float(np.prod(vs)) / 1000.0
+    return np.isin(lab, 1 + np.flatnonzero(sizes_ml >= min_ml))
+
+
 def subcutaneous_fat_mask(pdff, body, *, min_pdff: float = 70.0, depth_mm: float = 40.0,
                           voxel_size: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """Subcutaneous adipose tissue: fat-dominant voxels (PDFF ≥ ``min_pdff`` %) within
