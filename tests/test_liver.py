@@ -278,6 +278,10 @@ def test_liver_command(tmp_path, capsys):
     argv = ["liver", "--mag", str(sim_dir / "mag.nii.gz"), "--phase", str(sim_dir / "phase.nii.gz"),
             "--labels", str(sim_dir / "labels.nii.gz"), "--compare", "20,21", "-o", str(out)]
     assert main(argv) == 0
+    printed = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("region ")}
+    assert "r2star_out_of_range" in printed["region 20"]  # a row's flags are said, not only
+    assert "[flags:" not in printed["region 10"]          # written to liver.tsv
     for name in ("water.nii.gz", "fat.nii.gz", "pdff.nii.gz", "field_hz.nii.gz",
                  "r2star.nii.gz", "chi.nii.gz", "lic_r2star.nii.gz", "lic_qsm.nii.gz",
                  "liver.tsv", "qsmkit.json", "liver_maps.png", "liver_lic.png"):
@@ -315,3 +319,18 @@ def test_faces_the_body_runs_through_and_their_guard_band():
     body[:, :, 0] = False  # air below: only the top face is cut
     body[:, :, 1] = False
     assert continuing_faces(body) == [(2, 1)]
+
+
+def test_chi_far_below_iron_free_liver_is_flagged_implausible(phantom, analyses):
+    # iron only raises χ above that of iron-free liver (near the reference's zero): a row
+    # 0.3 ppm or more below it says the map's level is wrong, not the iron (the independent
+    # cirrhotic liver read -0.97 ppm, LIC by QSM -8.7 mg/g, with no flag)
+    import dataclasses
+
+    _, an, rows = analyses[1.5]
+    region = phantom.labels == 10  # LIC 1, no fat
+    assert not any("chi_implausible" in row["flags"] for row in rows.values())
+    shifted = dataclasses.replace(an, chi_ppm=an.chi_ppm - np.float32(1.0))
+    row = shifted.region_row(10, region)
+    assert "chi_implausible" in row["flags"], row
+    assert row["lic_qsm"] < -2.7

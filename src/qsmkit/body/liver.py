@@ -185,7 +185,9 @@ calibrations, those of the other field applied
 to the R2* of the same LIC there, disagree by more than :data:`LIC_CALIBRATION_SPREAD` of the
 value: near-normal iron; :func:`~qsmkit.body.calibration.calibration_spread`),
 ``fat_water_ill_conditioned`` (on every row when the echo spacing is too close to fat–water
-in phase: effective NSA below :data:`~qsmkit.body.echo_train.NSA_LIMIT`, Pineda 2005) and
+in phase: effective NSA below :data:`~qsmkit.body.echo_train.NSA_LIMIT`, Pineda 2005),
+``chi_implausible`` (χ less its fat part below :data:`CHI_IMPLAUSIBLE_PPM`: iron-free liver
+is near the reference's zero and iron only raises χ, so the map's level is wrong there) and
 ``no_signal`` (nothing measurable). ``chi_se_ppm`` is the
 standard error of the region's χ from its own field (noise only; NaN when not refitted)."""
 
@@ -270,6 +272,16 @@ phase towards the surroundings' — a bias that more averaging does not remove. 
 independent abdomen at 3 T (LIC 35 mg/g, 4 % of the signal left at 1.2 ms): χ −8…−21 % at SNR
 120 on the 4 × 4 × 8 mm slab, where ``chi_low_snr`` no longer fires but on one row, and
 −15…+5 % at SNR 60 on the 2 × 2 × 4 mm one; the LIC 20 rows at 3 T (15 % left) within 6 %."""
+
+CHI_IMPLAUSIBLE_PPM = -0.3
+"""A region whose χ less its fat part (``0.6 ppm × PDFF``) is below −0.3 ppm is flagged
+``chi_implausible``: liver without iron is near water (the reference's zero) and iron only
+raises χ, so a value that far below says that the level of the map is wrong there, not the
+iron; its LIC by QSM (−2.7 mg/g or less with the in-vivo slope) is then meaningless. The
+margin is three times the level error measured on the standard independent abdomen (≤ 0.1
+ppm) and covers the fat-susceptibility convention (0.05 ppm). Measured on the independent
+cirrhotic liver (LIC 5, χ 0.44 ppm) with ``--nodules``: the liver row read −0.97 ppm (LIC by
+QSM −8.7 mg/g) with no flag (docs/liver.md, Limitations: the χ of a large organ)."""
 
 PDFF_NOT_MEASURED_SD_PERCENT = 10.0
 """Above this SD (points) a pooled PDFF is reported as NaN (flag ``pdff_uncertain`` kept)."""
@@ -431,9 +443,11 @@ class LiverAnalysis:
         if not silent and np.isfinite(r2) and qregion.any() and (
                 np.exp(-r2 * float(np.min(self.echo_times_s))) < CHI_DECAYED_FRACTION):
             flags.append("chi_first_echo_decayed")
+        pdff_for_lic = pdff if np.isfinite(pdff) else 0.0
+        if not silent and chi - CHI_FAT_PPM * pdff_for_lic / 100.0 < CHI_IMPLAUSIBLE_PPM:
+            flags.append("chi_implausible")
         if self.info.get("echo_train", {}).get("ill_conditioned"):
             flags.append("fat_water_ill_conditioned")
-        pdff_for_lic = pdff if np.isfinite(pdff) else 0.0
         return {
             "label": label,
             "n_voxels": n,

@@ -525,7 +525,8 @@ def run(args) -> int:
         pooled = " [low signal: pooled fit]" if row.get("estimate") == "pooled" else ""
         print(f"region {row['label']}: {row['n_voxels']} voxels{pooled}, {pdff}, "
               f"R2* {row['r2star_per_s']:.0f} 1/s{flag}, chi {row['chi_ppm']:+.3f} ppm, "
-              f"LIC R2* {row['lic_r2star']:.2f}, LIC QSM {row['lic_qsm']:.2f} mg/g")
+              f"LIC R2* {row['lic_r2star']:.2f}, LIC QSM {row['lic_qsm']:.2f} mg/g"
+              + (f" [flags: {row['flags'].replace(';', ', ')}]" if row["flags"] else ""))
     if comparison is not None:
         print(f"region {comparison['a']} - region {comparison['b']}: "
               f"delta chi {comparison['delta_chi_ppm']:+.3f} ppm, "
