@@ -69,15 +69,16 @@ def decayed_tissue(first_echo, body, noise_sd: float, voxel_size: Sequence[float
     holes = ndimage.binary_erosion(_fill_enclosed(body, thin) & ~body)
     if not holes.any():
         return empty
-    box = np.ones((3, 3, 3))
-    count = ndimage.convolve(holes.astype(float), box, mode="constant")
+    def box_mean(x):  # mean over the 3 x 3 x 3 neighbourhood, zero beyond the grid
+        return ndimage.uniform_filter(np.asarray(x, dtype=float), size=3, mode="constant")
+
+    share = box_mean(holes)
+    count = np.rint(27.0 * share)
     magnitude = np.abs(first_echo).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = ndimage.convolve(np.where(holes, magnitude, 0.0), box, mode="constant") / count
+        mean = box_mean(np.where(holes, magnitude, 0.0)) / share
         unit = np.where(holes & (magnitude > 0), first_echo / np.maximum(magnitude, 1e-30), 0)
-        resultant = np.hypot(
-            ndimage.convolve(unit.real.astype(float), box, mode="constant"),
-            ndimage.convolve(unit.imag.astype(float), box, mode="constant")) / count
+        resultant = np.hypot(box_mean(unit.real), box_mean(unit.imag)) / share
     standard_error = RAYLEIGH_SD * noise_sd / np.sqrt(np.maximum(count, 1.0))
     tissue = (holes & (count >= 9) & (mean > RAYLEIGH_MEAN * noise_sd + z * standard_error)
               & (resultant > min_coherence))
